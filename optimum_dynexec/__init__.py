@@ -1,0 +1,1 @@
+"""optimum-dynexec: dynamic execution (speculative generation, early exit, StepSaver) for OpenVINO models."""
