@@ -1,0 +1,19 @@
+"""The optimum-cli subcommands: `optimum-cli dynexec <command>` and `optimum-cli export dynexec`.
+
+One module per subcommand; each defines a `BaseOptimumCLICommand` subclass whose `run()` does its heavy imports.
+"""
+
+from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+
+from .benchmark import BenchmarkCommand
+from .export import ExportDynexecCommand
+
+
+class DynexecCommand(BaseOptimumCLICommand):
+    COMMAND = CommandInfo(name="dynexec", help="Dynamic execution for OpenVINO models (optimum-dynexec).")
+    SUBCOMMANDS = (
+        CommandInfo(BenchmarkCommand.COMMAND.name, BenchmarkCommand.COMMAND.help, BenchmarkCommand),
+    )
+
+
+__all__ = ["DynexecCommand", "ExportDynexecCommand"]
