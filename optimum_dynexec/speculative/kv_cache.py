@@ -1,0 +1,159 @@
+"""A single sequence decoded by an OpenVINO causal LM, with a KV cache that can be rolled back.
+
+Speculative decoding appends draft tokens to the cache and must forget the rejected ones. The two export forms
+need different mechanics:
+
+* **Stateful** (optimum-intel's default): the KV cache lives inside the compiled model as OpenVINO variables.
+  Reading and writing those variables copies (and, at bf16/u8 cache precision, converts) the whole cache: ~15-20 ms
+  for a 28M-parameter model with 300 cached tokens, more than a decoding step. So rejected entries are never
+  copied out; they stay in the cache and are *masked*: the 2D `attention_mask` input carries a 0 in their slot and
+  `position_ids` are given explicitly, so every later query ignores them exactly (softmax weight 0), as if they had
+  been trimmed. The cost is that masked slots still occupy memory and attention bandwidth, bounded by the number
+  of rejected draft tokens.
+* **Stateless**: past keys/values are inputs and outputs; the session owns them as numpy arrays and trims them
+  by slicing, which is free.
+
+Both expose the same two operations, `append(tokens) -> logits` and `rollback(length)`, so the decoding loop does
+not know which export it runs on.
+"""
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import openvino as ov
+
+
+_SEQUENCE_AXIS = 2  # past key/value layout [batch, heads, sequence, head_dim], as optimum-intel exports them
+
+
+class DecoderSession:
+    """Decode one sequence (batch size 1) with an OpenVINO causal LM and roll its KV cache back on demand.
+
+    Args:
+        request (`openvino.InferRequest`): an infer request of the compiled causal LM. The session owns its state:
+            do not run other sequences on it between `reset()` and the end of a generation.
+        stateful (`bool`): whether the model keeps its KV cache in OpenVINO variables (optimum-intel's default).
+
+    `length` is the number of tokens of the sequence currently held by the cache (its logical length).
+    """
+
+    def __init__(self, request: ov.InferRequest, stateful: bool):
+        self.request = request
+        self.stateful = stateful
+        model = request.get_compiled_model()
+        self._input_names = {name for port in model.inputs for name in port.get_names()}
+        self._logits_port = next(i for i, port in enumerate(model.outputs) if "logits" in port.get_names())
+        self._past_inputs: List[ov.Output] = [
+            port for port in model.inputs if port.get_any_name().startswith("past_key_values")
+        ]
+        self._present_names = [name.replace("past_key_values", "present") for name in self._past_names()]
+        self._inputs: Dict[str, np.ndarray] = {}
+        if "beam_idx" in self._input_names:
+            self._inputs["beam_idx"] = np.zeros(1, dtype=np.int32)
+        self.length = 0
+        # Stateful bookkeeping: physical cache slots (including masked ones) and where each token lives.
+        self._slot_count = 0
+        self._slot_mask = np.zeros(1024, dtype=np.int64)
+        self._slot_of_position = np.zeros(1024, dtype=np.int64)
+        self._past: Dict[str, np.ndarray] = {}
+        self.reset()
+
+    @classmethod
+    def for_model(cls, ov_model) -> "DecoderSession":
+        """A session on the infer request of an `optimum.intel.OVModelForCausalLM` (compiled on demand)."""
+        ov_model.compile()
+        return cls(ov_model.request, stateful=ov_model.stateful)
+
+    def _past_names(self) -> List[str]:
+        return [port.get_any_name() for port in self._past_inputs]
+
+    def reset(self) -> None:
+        """Forget the whole sequence (a new generation starts)."""
+        self.length = 0
+        self._slot_count = 0
+        if self.stateful:
+            self.request.reset_state()
+        else:
+            self._past = {
+                port.get_any_name(): np.zeros(
+                    [1 if dim.is_dynamic and axis == 0 else 0 if dim.is_dynamic else dim.get_length()
+                     for axis, dim in enumerate(port.get_partial_shape())],
+                    dtype=port.get_element_type().to_dtype(),
+                )
+                for port in self._past_inputs
+            }
+
+    def append(self, tokens: np.ndarray) -> np.ndarray:
+        """Run `tokens` (1D int64) after the cached sequence; return their logits, shape `[len(tokens), vocab]`.
+
+        The returned array is a view of the request's output buffer, valid until the next call.
+        """
+        count = len(tokens)
+        start = self.length
+        positions = np.arange(start, start + count, dtype=np.int64)
+        inputs = self._inputs
+        inputs["input_ids"] = tokens.reshape(1, count)
+        if self.stateful:
+            slots = self._claim_slots(count)
+            self._slot_of_position[start : start + count] = slots
+            attention_mask = self._slot_mask[: self._slot_count]
+        else:
+            attention_mask = np.ones(start + count, dtype=np.int64)
+            inputs.update(self._past)
+        if "attention_mask" in self._input_names:
+            inputs["attention_mask"] = attention_mask.reshape(1, -1)
+        if "position_ids" in self._input_names:
+            inputs["position_ids"] = positions.reshape(1, count)
+        self.request.infer(inputs, share_inputs=True, share_outputs=True)
+        self.length = start + count
+        if not self.stateful:
+            # The output buffers are reused by the next call, so the session keeps its own copy.
+            self._past = {
+                past: self.request.get_tensor(present).data.copy()
+                for past, present in zip(self._past_names(), self._present_names)
+            }
+        return self.request.get_output_tensor(self._logits_port).data[0]
+
+    def rollback(self, length: int) -> None:
+        """Keep only the first `length` tokens of the sequence in the cache."""
+        if length > self.length or length < 0:
+            raise ValueError(f"Cannot roll back to length {length}: the cache holds {self.length} tokens.")
+        if length == self.length:
+            return
+        if self.stateful:
+            self._slot_mask[self._slot_of_position[length : self.length]] = 0
+        else:
+            self._past = {name: value[:, :, :length] for name, value in self._past.items()}
+        self.length = length
+
+    @property
+    def masked_slots(self) -> int:
+        """Stateful only: cache slots holding rolled-back tokens (kept, but masked out of attention)."""
+        return self._slot_count - self.length if self.stateful else 0
+
+    def _claim_slots(self, count: int) -> np.ndarray:
+        needed = self._slot_count + count
+        if needed > len(self._slot_mask):
+            capacity = max(needed, 2 * len(self._slot_mask))
+            self._slot_mask = np.concatenate([self._slot_mask, np.zeros(capacity - len(self._slot_mask), np.int64)])
+            self._slot_of_position = np.concatenate(
+                [self._slot_of_position, np.zeros(capacity - len(self._slot_of_position), np.int64)]
+            )
+        slots = np.arange(self._slot_count, needed)
+        self._slot_mask[slots] = 1
+        self._slot_count = needed
+        return slots
+
+
+def sequence_axis_is_supported(ov_model) -> Optional[str]:
+    """Why a stateless model's past key/values layout is not the `[batch, heads, sequence, head_dim]` one we trim.
+
+    Returns `None` when it is supported.
+    """
+    for port in ov_model.model.inputs:
+        name = port.get_any_name()
+        if name.startswith("past_key_values"):
+            shape = port.get_partial_shape()
+            if shape.rank.get_length() != 4 or not shape[_SEQUENCE_AXIS].is_dynamic:
+                return f"past key/value input {name!r} has layout {shape}, expected [batch, heads, sequence, dim]"
+    return None

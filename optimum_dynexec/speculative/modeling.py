@@ -1,0 +1,406 @@
+"""`OVSpeculativeModelForCausalLM`: an `OVModelForCausalLM` whose `generate()` drafts and verifies.
+
+It loads and saves like its parent (plus a `draft/` sub-folder) and takes the transformers arguments of
+assisted generation (`assistant_model`, `num_assistant_tokens`, `num_assistant_tokens_schedule`,
+`assistant_confidence_threshold`, `prompt_lookup_num_tokens`, `max_matching_ngram_size`). The loop itself lives in
+`decoding.py`; this file maps Hugging Face arguments onto it and falls back to the parent's `generate()` for what
+speculation does not cover (beam search, batches of several prompts, logits processors).
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+from optimum.intel import OVModelForCausalLM
+from transformers import GenerationConfig, StoppingCriteriaList
+from transformers.generation.stopping_criteria import MaxTimeCriteria, StopStringCriteria
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .decoding import DecodingStats, speculative_decode
+from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
+from .kv_cache import DecoderSession, sequence_axis_is_supported
+from .sampling import SamplingSettings
+
+
+logger = logging.getLogger(__name__)
+
+DYNEXEC_CONFIG_NAME = "dynexec_config.json"
+DRAFT_SUBFOLDER = "draft"
+
+# Speculation verifies several tokens in one call. With reduced-precision kernels (bf16, this CPU's default) the
+# logits of a token computed in a batch of k differ from those computed alone in the 3rd digit, so greedy output
+# could flip at near-ties. In f32 they agree to ~1e-6, which keeps greedy decoding token-identical to plain
+# decoding. An explicit `ov_config` entry from the caller always wins.
+EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+
+# Defaults where the caller leaves assisted-generation settings unset. transformers' own defaults (20 tokens,
+# constant) suit a GPU; on a CPU every rejected draft token costs target time, so start short and adapt.
+SPECULATIVE_DEFAULTS = {
+    "num_assistant_tokens": 4,
+    "num_assistant_tokens_schedule": "heuristic",
+    "assistant_confidence_threshold": 0.4,
+}
+MAX_DRAFT_TOKENS = 16
+
+# Generation settings the speculative loop does not implement, with the value that means "off".
+_PLAIN_ONLY_SETTINGS = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "penalty_alpha": None,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "sequence_bias": None,
+    "guidance_scale": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "min_p": None,
+    "exponential_decay_length_penalty": None,
+    "output_scores": False,
+    "output_logits": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "watermarking_config": None,
+}
+_SPECULATION_ARGUMENTS = ("prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_model")
+
+
+class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
+    """OpenVINO causal LM with speculative generation: token-identical greedy output, exact sampling, faster.
+
+    Use it where you would use `OVModelForCausalLM`. `generate()` speculates when a drafter is available:
+
+    * a draft model attached at load time (`from_pretrained(..., draft_model=...)`) or passed per call as
+      `assistant_model=` (an `OVModelForCausalLM` sharing the target's vocabulary);
+    * prompt lookup, per call: `prompt_lookup_num_tokens=N` (optionally `max_matching_ngram_size`).
+
+    The number of drafted tokens adapts to how many the target accepts (`num_assistant_tokens_schedule`,
+    `"heuristic"` by default here), down to plain decoding on text nothing can predict.
+
+    Example:
+    ```python
+    >>> from optimum_dynexec import OVSpeculativeModelForCausalLM
+    >>> model = OVSpeculativeModelForCausalLM.from_pretrained("target-dir", export=True, draft_model="draft-dir")
+    >>> model.generate(**tokenizer("def fibonacci(n):", return_tensors="pt"), max_new_tokens=64)
+    ```
+    """
+
+    def __init__(self, *args, draft_model: Optional[OVModelForCausalLM] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._attach_draft(draft_model)
+
+    # ------------------------------------------------------------------------------------------- loading / saving
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: Union[str, Path],
+        *args,
+        draft_model: Union[str, Path, OVModelForCausalLM, None] = None,
+        draft_quantization_config=None,
+        **kwargs,
+    ):
+        """Load (or with `export=True`, export) the target as `OVModelForCausalLM` does, and its draft.
+
+        Args:
+            model_id: the target, as for `OVModelForCausalLM.from_pretrained`.
+            draft_model: a model id or directory (a transformers checkpoint, exported when it holds no OpenVINO
+                IR) or a loaded `OVModelForCausalLM`. Defaults to the `draft/` sub-folder of `model_id` if present.
+            draft_quantization_config: weight compression for the draft only; by default the draft gets the
+                target's `quantization_config` / `load_in_8bit`.
+            **kwargs: everything `OVModelForCausalLM.from_pretrained` takes (`export`, `ov_config`, `device`,
+                `compile`, `quantization_config`, `load_in_8bit`, ...), applied to the target and the draft.
+        """
+        user_ov_config = kwargs.get("ov_config")
+        kwargs["ov_config"] = {**EXACT_PRECISION_CONFIG, **(user_ov_config or {})}
+        model = super().from_pretrained(model_id, *args, **kwargs)
+        if not isinstance(model, OVSpeculativeModelForCausalLM):
+            # optimum-intel swaps in its own subclass for some architectures (phi3, bloom, gpt_bigcode, ...).
+            model.__class__ = _speculative_variant(type(model))
+            model._attach_draft(None)
+
+        if draft_model is None:
+            saved_draft = Path(model_id) / DRAFT_SUBFOLDER
+            draft_model = saved_draft if (saved_draft / "openvino_model.xml").is_file() else None
+        if draft_model is not None and not isinstance(draft_model, OVModelForCausalLM):
+            draft_kwargs = {key: kwargs[key] for key in ("device", "compile", "trust_remote_code") if key in kwargs}
+            draft_kwargs["ov_config"] = user_ov_config
+            if draft_quantization_config is not None:
+                draft_kwargs["quantization_config"] = draft_quantization_config
+            else:
+                for key in ("quantization_config", "load_in_8bit"):
+                    if key in kwargs:
+                        draft_kwargs[key] = kwargs[key]
+            draft_model = load_draft_model(draft_model, **draft_kwargs)
+        model._attach_draft(draft_model)
+        return model
+
+    def _attach_draft(self, draft_model: Optional[OVModelForCausalLM]) -> None:
+        if draft_model is not None:
+            check_draft_compatible(self, draft_model)
+        self.draft_model = draft_model
+        self._drafters: Dict[int, Drafter] = {}
+        self.last_decoding_stats: Optional[DecodingStats] = None
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
+        """Save the target's usual files, the draft in `draft/` and `dynexec_config.json`, all or nothing.
+
+        `OVModelForCausalLM.from_pretrained(save_directory)` still loads the target alone.
+        """
+        save_directory = Path(save_directory)
+        if save_directory.is_file():
+            raise ValueError(f"`save_directory` ({save_directory}) is a file; pass a directory.")
+        save_directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".dynexec-save-", dir=save_directory))
+        try:
+            super().save_pretrained(staging, **kwargs)
+            our_config = {"speculative": {"draft_subfolder": DRAFT_SUBFOLDER if self.draft_model else None}}
+            if self.draft_model is not None:
+                self.draft_model.save_pretrained(staging / DRAFT_SUBFOLDER)
+            (staging / DYNEXEC_CONFIG_NAME).write_text(json.dumps(our_config, indent=2) + "\n")
+            for entry in staging.iterdir():
+                destination = save_directory / entry.name
+                if destination.is_dir():
+                    shutil.rmtree(destination)
+                os.replace(entry, destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        inputs: Optional[torch.Tensor] = None,
+        generation_config: Optional[GenerationConfig] = None,
+        logits_processor=None,
+        stopping_criteria=None,
+        prefix_allowed_tokens_fn=None,
+        synced_gpus=None,
+        assistant_model=None,
+        streamer=None,
+        negative_prompt_ids=None,
+        negative_prompt_attention_mask=None,
+        **kwargs,
+    ):
+        """`transformers` `generate()`, speculative where a drafter applies (see the class docstring).
+
+        Returns what the parent returns: a `LongTensor` of prompt + new tokens, or a `GenerateDecoderOnlyOutput`
+        with `return_dict_in_generate=True`. After a speculative call, `self.last_decoding_stats` tells how many
+        target calls were made and how many drafted tokens were accepted.
+        """
+        tokenizer = kwargs.pop("tokenizer", None)
+        kwargs.pop("assistant_tokenizer", None)
+        for name, value in SPECULATIVE_DEFAULTS.items():
+            if _unset(name, kwargs, generation_config, self.generation_config):
+                kwargs[name] = value
+        config, model_kwargs = self._prepare_generation_config(generation_config, **kwargs)
+        input_ids = inputs if inputs is not None else model_kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError("Pass the prompt as `inputs` or `input_ids` (a LongTensor of shape [1, length]).")
+
+        drafter = self._drafter_for(config, assistant_model)
+        reason = self._reason_to_decode_plainly(
+            config, input_ids, logits_processor, prefix_allowed_tokens_fn, negative_prompt_ids, model_kwargs
+        )
+        if drafter is None or reason is not None:
+            if drafter is not None:
+                logger.warning("Speculative decoding is off for this call (%s); decoding plainly.", reason)
+            return self._generate_plainly(
+                inputs, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn,
+                synced_gpus, streamer, negative_prompt_ids, negative_prompt_attention_mask, tokenizer, kwargs,
+            )
+        return self._generate_speculatively(config, input_ids, model_kwargs, drafter, stopping_criteria, streamer,
+                                            tokenizer)
+
+    def _generate_speculatively(self, config, input_ids, model_kwargs, drafter, stopping_criteria, streamer,
+                                tokenizer):
+        input_ids = torch.as_tensor(input_ids)
+        attention_mask = model_kwargs.get("attention_mask")
+        prompt = input_ids[0].numpy().astype(np.int64)
+        if attention_mask is not None:
+            prompt = prompt[torch.as_tensor(attention_mask)[0].numpy().astype(bool)]
+        max_new_tokens = config.max_new_tokens
+        if max_new_tokens is None:
+            max_new_tokens = config.max_length - input_ids.shape[1]
+        eos = config.eos_token_id
+        eos_ids = [] if eos is None else ([int(eos)] if np.isscalar(eos) or isinstance(eos, int) else
+                                          [int(e) for e in torch.as_tensor(eos).reshape(-1).tolist()])
+        sampling = SamplingSettings(config.temperature or 1.0, config.top_k, config.top_p) if config.do_sample else None
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if sampling else None
+        should_stop = self._user_stopping_rule(config, stopping_criteria, tokenizer)
+
+        on_tokens = None
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+            on_tokens = lambda tokens: streamer.put(torch.from_numpy(tokens.copy()))  # noqa: E731
+
+        stats = DecodingStats()
+        new_tokens = np.zeros(0, dtype=np.int64)
+        if max_new_tokens > 0:
+            target = self._target_session()
+            new_tokens = speculative_decode(
+                target, drafter, prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens, stats
+            )
+        if streamer is not None:
+            streamer.end()
+        self.last_decoding_stats = stats
+        sequences = torch.cat([input_ids, torch.from_numpy(new_tokens)[None]], dim=1)
+        if config.return_dict_in_generate:
+            return GenerateDecoderOnlyOutput(sequences=sequences)
+        return sequences
+
+    def _generate_plainly(self, inputs, generation_config, logits_processor, stopping_criteria,
+                          prefix_allowed_tokens_fn, synced_gpus, streamer, negative_prompt_ids,
+                          negative_prompt_attention_mask, tokenizer, kwargs):
+        for name in list(SPECULATIVE_DEFAULTS) + list(_SPECULATION_ARGUMENTS):
+            kwargs.pop(name, None)
+        if generation_config is not None and generation_config.prompt_lookup_num_tokens is not None:
+            generation_config = GenerationConfig.from_dict(generation_config.to_dict())
+            generation_config.prompt_lookup_num_tokens = None
+        if tokenizer is not None:
+            kwargs["tokenizer"] = tokenizer
+        return super().generate(
+            inputs, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, synced_gpus,
+            None, streamer, negative_prompt_ids, negative_prompt_attention_mask, **kwargs,
+        )
+
+    def _target_session(self) -> DecoderSession:
+        self.compile()
+        session = getattr(self, "_session", None)
+        if session is None or session.request is not self.request:
+            self._session = DecoderSession(self.request, self.stateful)
+        return self._session
+
+    def _drafter_for(self, config: GenerationConfig, assistant_model) -> Optional[Drafter]:
+        """The drafter this call asks for: prompt lookup, the per-call assistant, or the attached draft model."""
+        if config.prompt_lookup_num_tokens is not None:
+            if assistant_model is not None:
+                raise ValueError("Pass either `assistant_model` or `prompt_lookup_num_tokens`, not both.")
+            maximum = int(config.prompt_lookup_num_tokens)
+            draft_length = DraftLength(maximum, maximum, config.num_assistant_tokens_schedule)
+            # Prompt lookup is rebuilt per call: its only state is the adapted length, which follows the text.
+            return PromptLookupDrafter(draft_length, config.max_matching_ngram_size or 2)
+        draft_model = assistant_model if assistant_model is not None else self.draft_model
+        if draft_model is None:
+            return None
+        if assistant_model is not None:
+            if not isinstance(assistant_model, OVModelForCausalLM):
+                raise TypeError(
+                    "`assistant_model` must be an optimum.intel `OVModelForCausalLM` (load it with "
+                    f"`OVModelForCausalLM.from_pretrained(..., export=True)`), got {type(assistant_model).__name__}."
+                )
+            check_draft_compatible(self, assistant_model)
+        key = id(draft_model)
+        drafter = self._drafters.get(key)
+        settings = (config.num_assistant_tokens, config.num_assistant_tokens_schedule,
+                    config.assistant_confidence_threshold)
+        if drafter is None or drafter.settings != settings:
+            draft_length = DraftLength(
+                int(config.num_assistant_tokens), MAX_DRAFT_TOKENS, config.num_assistant_tokens_schedule
+            )
+            drafter = DraftModelDrafter(
+                DecoderSession.for_model(draft_model), draft_length, config.assistant_confidence_threshold or 0.0
+            )
+            drafter.settings = settings
+            self._drafters = {key: drafter}
+        return drafter
+
+    def _reason_to_decode_plainly(self, config, input_ids, logits_processor, prefix_allowed_tokens_fn,
+                                  negative_prompt_ids, model_kwargs) -> Optional[str]:
+        if input_ids.shape[0] != 1:
+            return f"batch size {input_ids.shape[0]}: speculation runs one sequence at a time"
+        for name, neutral in _PLAIN_ONLY_SETTINGS.items():
+            value = getattr(config, name, neutral)
+            if value is not None and value != neutral and not (neutral is None and value in (0, 1.0, False)):
+                return f"`{name}={value}` is not supported with speculation"
+        if logits_processor:
+            return "custom `logits_processor`"
+        if prefix_allowed_tokens_fn is not None:
+            return "`prefix_allowed_tokens_fn`"
+        if negative_prompt_ids is not None:
+            return "`negative_prompt_ids`"
+        if model_kwargs.get("past_key_values") is not None:
+            return "`past_key_values` given by the caller"
+        if not self.stateful:
+            unsupported = sequence_axis_is_supported(self)
+            if unsupported:
+                return unsupported
+        return None
+
+    @staticmethod
+    def _user_stopping_rule(config, stopping_criteria, tokenizer):
+        criteria = StoppingCriteriaList(list(stopping_criteria or []))
+        if config.stop_strings is not None:
+            if tokenizer is None:
+                raise ValueError("`stop_strings` needs the tokenizer: pass `tokenizer=` to `generate()`.")
+            criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=config.stop_strings))
+        if config.max_time is not None:
+            criteria.append(MaxTimeCriteria(max_time=config.max_time))
+        if not criteria:
+            return None
+        return lambda sequence: bool(criteria(torch.from_numpy(sequence)[None], None).any())
+
+
+def _unset(name: str, kwargs: dict, generation_config: Optional[GenerationConfig], model_config) -> bool:
+    return (
+        kwargs.get(name) is None
+        and getattr(generation_config, name, None) is None
+        and getattr(model_config, name, None) is None
+    )
+
+
+_VARIANTS: Dict[type, type] = {}
+
+
+def _speculative_variant(base: type) -> type:
+    """`OVSpeculativeModelForCausalLM` on top of an optimum-intel architecture-specific subclass."""
+    if base not in _VARIANTS:
+        name = "OVSpeculative" + base.__name__.removeprefix("OV")
+        _VARIANTS[base] = type(name, (OVSpeculativeModelForCausalLM, base), {"__module__": __name__})
+    return _VARIANTS[base]
+
+
+def load_draft_model(draft: Union[str, Path], **kwargs) -> OVModelForCausalLM:
+    """Load a draft model from a directory or model id, exporting it to OpenVINO when it holds no IR."""
+    draft_path = Path(draft)
+    export = not (draft_path / "openvino_model.xml").is_file()
+    if export and draft_path.exists() and not (draft_path / "config.json").is_file():
+        raise ValueError(
+            f"`draft_model` directory {draft_path} holds neither an OpenVINO model (openvino_model.xml) nor a "
+            "transformers checkpoint (config.json)."
+        )
+    return OVModelForCausalLM.from_pretrained(draft, export=export, **kwargs)
+
+
+def _logits_width(ov_model: OVModelForCausalLM) -> int:
+    for port in ov_model.model.outputs:
+        if "logits" in port.get_names():
+            return port.get_partial_shape()[-1].get_length()
+    raise ValueError(f"{type(ov_model).__name__} has no `logits` output.")
+
+
+def check_draft_compatible(target: OVModelForCausalLM, draft: OVModelForCausalLM) -> None:
+    """Raise a `ValueError` when the draft cannot propose tokens for the target (different vocabularies)."""
+    target_width, draft_width = _logits_width(target), _logits_width(draft)
+    if target_width != draft_width:
+        raise ValueError(
+            f"The draft model's vocabulary ({draft_width} logits) differs from the target's ({target_width}). "
+            "Speculative decoding needs a draft that shares the target's tokenizer: pick a smaller model of the "
+            "same family, or train one with the target's tokenizer."
+        )
+    if draft.config.model_type in ("bloom", "gpt_bigcode") and not draft.stateful:
+        raise ValueError(f"Stateless {draft.config.model_type} drafts are not supported: export the draft stateful.")
