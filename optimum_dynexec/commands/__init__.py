@@ -7,12 +7,14 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from .benchmark import BenchmarkCommand
 from .export import ExportDynexecCommand
+from .train_exits import TrainExitsCommand
 
 
 class DynexecCommand(BaseOptimumCLICommand):
     COMMAND = CommandInfo(name="dynexec", help="Dynamic execution for OpenVINO models (optimum-dynexec).")
     SUBCOMMANDS = (
         CommandInfo(BenchmarkCommand.COMMAND.name, BenchmarkCommand.COMMAND.help, BenchmarkCommand),
+        CommandInfo(TrainExitsCommand.COMMAND.name, TrainExitsCommand.COMMAND.help, TrainExitsCommand),
     )
 
 

@@ -1,0 +1,76 @@
+"""`optimum-cli dynexec train-exits`: add an exit head after every layer of a classifier and train them."""
+
+from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+
+
+class TrainExitsCommand(BaseOptimumCLICommand):
+    COMMAND = CommandInfo(
+        name="train-exits", help="Train early-exit heads (one per layer) for a BERT/RoBERTa/ALBERT/DistilBERT classifier."
+    )
+
+    @staticmethod
+    def parse_args(parser):
+        parser.add_argument("--model", required=True, help="Fine-tuned classifier or base encoder (folder or hub id).")
+        parser.add_argument(
+            "--dataset",
+            required=True,
+            help="A .csv/.tsv/.json/.jsonl file, a folder with train.csv and validation.csv, or a `datasets` name.",
+        )
+        parser.add_argument("--output", required=True, help="Folder to write the checkpoint with its exits to.")
+        parser.add_argument("--text-column", default="text")
+        parser.add_argument("--label-column", default="label")
+        parser.add_argument("--train-split", default="train")
+        parser.add_argument(
+            "--validation-split", default=None, help="Default: validation/dev if present, else 10%% of train held out."
+        )
+        parser.add_argument("--scheme", choices=["joint", "two-stage"], default="joint")
+        parser.add_argument("--pooling", choices=["mean", "cls"], default="mean")
+        parser.add_argument("--epochs", type=float, default=3.0)
+        parser.add_argument("--batch-size", type=int, default=32)
+        parser.add_argument("--learning-rate", type=float, default=1e-4)
+        parser.add_argument("--head-learning-rate", type=float, default=5e-4)
+        parser.add_argument("--layer-weighting", choices=["linear", "uniform"], default="linear")
+        parser.add_argument("--distillation-weight", type=float, default=0.5, help="0 turns self-distillation off.")
+        parser.add_argument("--distillation-temperature", type=float, default=2.0)
+        parser.add_argument("--finetune-epochs", type=float, default=None, help="two-stage only: epochs of stage 1.")
+        parser.add_argument("--max-length", type=int, default=128)
+        parser.add_argument("--no-temperature-calibration", action="store_true")
+        parser.add_argument("--max-train-examples", type=int, default=None)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+
+    def run(self):
+        import torch
+
+        from ..early_exit.data import find_validation_split, hold_out, load_labelled_texts
+        from ..early_exit.training import ExitTrainingArguments, train_exits
+
+        args = self.args
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        texts, labels = load_labelled_texts(args.dataset, args.train_split, args.text_column, args.label_column)
+        validation_split = args.validation_split or find_validation_split(args.dataset)
+        if validation_split:
+            validation = load_labelled_texts(args.dataset, validation_split, args.text_column, args.label_column)
+        else:
+            (texts, labels), validation = hold_out(texts, labels)
+        if args.max_train_examples:
+            texts, labels = texts[: args.max_train_examples], labels[: args.max_train_examples]
+        arguments = ExitTrainingArguments(
+            scheme=args.scheme,
+            pooling=args.pooling,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            head_learning_rate=args.head_learning_rate,
+            layer_weighting=args.layer_weighting,
+            distillation_weight=args.distillation_weight,
+            distillation_temperature=args.distillation_temperature,
+            finetune_epochs=args.finetune_epochs,
+            max_length=args.max_length,
+            calibrate_temperatures=not args.no_temperature_calibration,
+            seed=args.seed,
+        )
+        config = train_exits(args.model, texts, labels, validation[0], validation[1], args.output, arguments)
+        accuracy = config.training["validation_accuracy_per_layer"]
+        print(f"Saved to {args.output}; validation accuracy per layer: " + " ".join(f"{a:.3f}" for a in accuracy))
