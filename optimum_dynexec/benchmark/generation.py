@@ -181,3 +181,52 @@ def write_results(results: List[ModeResult], path: Path, context: dict) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(payload, indent=2) + "\n")
     temporary.replace(path)
+
+
+TASK_MODES = {
+    "completion": ["plain", "draft", "prompt_lookup", "genai_plain", "genai_draft"],
+    "editing": ["plain", "prompt_lookup", "draft"],
+    "random": ["plain", "draft", "prompt_lookup"],
+}
+
+
+def exported_fixture(fixture, weight_format: str = "fp32", progress: bool = True) -> Path:
+    """The fixture's target + draft exported by `optimum-cli export dynexec`, cached inside the fixture folder."""
+    from optimum_dynexec.commands.export import export_speculative
+    from optimum_dynexec.fixtures.cache import atomic_directory
+
+    exported = Path(fixture.path) / f"openvino-{weight_format}"
+    if not (exported / "dynexec_config.json").is_file():
+        with atomic_directory(exported) as staging:
+            export_speculative(str(fixture.target_dir), staging, str(fixture.draft_dir), weight_format)
+    return exported
+
+
+def run_fixture_benchmark(
+    size: str = "benchmark",
+    prompts_per_task: int = 8,
+    max_new_tokens: int = 128,
+    repeats: int = 3,
+    tasks=tuple(TASK_MODES),
+    ov_config: Optional[dict] = None,
+    output: Optional[Path] = None,
+    progress: bool = True,
+):
+    """Build (or load) the causal-LM fixture of `size`, export it, benchmark every task, print and save results."""
+    from optimum_dynexec.fixtures.causal_lm import build_causal_lm_fixture, evaluation_prompts
+
+    fixture = build_causal_lm_fixture(size, progress=progress)
+    model_dir = exported_fixture(fixture, progress=progress)
+    prompts = {task: evaluation_prompts(fixture, task, prompts_per_task) for task in tasks}
+    results = benchmark_generation(
+        model_dir, prompts, {task: TASK_MODES[task] for task in tasks}, max_new_tokens, repeats,
+        ov_config=ov_config, progress=progress,
+    )
+    context = {
+        "fixture": {"size": size, "path": str(fixture.path), "quality": fixture.quality},
+        "prompts_per_task": prompts_per_task, "max_new_tokens": max_new_tokens, "repeats": repeats,
+        "ov_config": ov_config or "EXACT_PRECISION_CONFIG (f32)",
+    }
+    output = Path(output) if output is not None else Path("results") / f"generation-{size}.json"
+    write_results(results, output, context)
+    return results, context, output
