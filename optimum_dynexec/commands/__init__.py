@@ -7,6 +7,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from .benchmark import BenchmarkCommand
 from .export import ExportDynexecCommand
+from .calibrate_exits import CalibrateExitsCommand
 from .train_exits import TrainExitsCommand
 
 
@@ -15,6 +16,7 @@ class DynexecCommand(BaseOptimumCLICommand):
     SUBCOMMANDS = (
         CommandInfo(BenchmarkCommand.COMMAND.name, BenchmarkCommand.COMMAND.help, BenchmarkCommand),
         CommandInfo(TrainExitsCommand.COMMAND.name, TrainExitsCommand.COMMAND.help, TrainExitsCommand),
+        CommandInfo(CalibrateExitsCommand.COMMAND.name, CalibrateExitsCommand.COMMAND.help, CalibrateExitsCommand),
     )
 
 

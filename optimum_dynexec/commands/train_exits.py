@@ -35,6 +35,9 @@ class TrainExitsCommand(BaseOptimumCLICommand):
         parser.add_argument("--finetune-epochs", type=float, default=None, help="two-stage only: epochs of stage 1.")
         parser.add_argument("--max-length", type=int, default=128)
         parser.add_argument("--no-temperature-calibration", action="store_true")
+        parser.add_argument(
+            "--freeze-word-embeddings", action="store_true", help="Do not train the vocabulary matrix (faster on CPU)."
+        )
         parser.add_argument("--max-train-examples", type=int, default=None)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
@@ -69,6 +72,7 @@ class TrainExitsCommand(BaseOptimumCLICommand):
             finetune_epochs=args.finetune_epochs,
             max_length=args.max_length,
             calibrate_temperatures=not args.no_temperature_calibration,
+            freeze_word_embeddings=args.freeze_word_embeddings,
             seed=args.seed,
         )
         config = train_exits(args.model, texts, labels, validation[0], validation[1], args.output, arguments)

@@ -50,6 +50,7 @@ class ExitTrainingArguments:
     finetune_epochs: Optional[float] = None
     max_length: int = 128
     calibrate_temperatures: bool = True
+    freeze_word_embeddings: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -203,9 +204,14 @@ def _train(encoder, heads, train_set, validation_set, tokenizer, arguments, epoc
     model = encoder.model
     for parameter in model.parameters():
         parameter.requires_grad_(stage != "heads")
+    if arguments.freeze_word_embeddings:
+        # The vocabulary matrix is half of a small encoder's weights; on CPU its dense gradient and Adam update
+        # cost about as much as the layers' backward pass, for little gain on short texts.
+        model.get_input_embeddings().weight.requires_grad_(False)
     parameter_groups = []
     if stage != "heads":
-        parameter_groups.append({"params": list(model.parameters()), "lr": arguments.learning_rate})
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        parameter_groups.append({"params": trainable, "lr": arguments.learning_rate})
     if stage != "final":
         parameter_groups.append({"params": list(heads.parameters()), "lr": arguments.head_learning_rate})
     optimizer = torch.optim.AdamW(parameter_groups, weight_decay=arguments.weight_decay)

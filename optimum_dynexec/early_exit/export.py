@@ -1,0 +1,210 @@
+"""The encoder as per-layer OpenVINO segments, each layer with its exit head.
+
+    exits/embeddings.xml   input_ids [, token_type_ids]      -> hidden_states
+    exits/layer_1.xml      hidden_states, attention_mask    -> hidden_states, logits   (logits of exit 1)
+    ...
+    exits/layer_L.xml      hidden_states, attention_mask    -> logits                  (the model's own classifier)
+
+Every segment has dynamic batch and sequence axes, so the runtime can drop rows that have exited and trim
+padding between layers. The plain full model (`openvino_model.xml`) is exported next to them by optimum-intel,
+so the folder still loads with `OVModelForSequenceClassification`.
+"""
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .config import EXITS_DIR_NAME, EarlyExitConfig
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS_SEGMENT = "embeddings"
+WEIGHT_FORMATS = (None, "fp32", "int8", "int4")
+
+
+def layer_segment_name(layer: int) -> str:
+    """File stem of the segment of (1-based) `layer`."""
+    return f"layer_{layer}"
+
+
+def segment_names(num_layers: int):
+    return [EMBEDDINGS_SEGMENT] + [layer_segment_name(layer) for layer in range(1, num_layers + 1)]
+
+
+class EmbeddingSegment(nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, token_type_ids=None):
+        return self.encoder.embed(input_ids, token_type_ids)
+
+
+class LayerSegment(nn.Module):
+    """One encoder layer followed by its exit head (or, for the last layer, by the model's classifier)."""
+
+    def __init__(self, encoder, index: int, exit_head: Optional[nn.Module]):
+        super().__init__()
+        self.encoder = encoder
+        self.index = index
+        self.exit_head = exit_head
+
+    def forward(self, hidden_states, attention_mask):
+        hidden_states = self.encoder.run_layer(self.index, hidden_states, attention_mask)
+        if self.exit_head is None:
+            return self.encoder.classify(hidden_states, attention_mask)
+        return hidden_states, self.exit_head(hidden_states, attention_mask)
+
+
+def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, "openvino.Model"]:
+    """Trace every segment of `encoder` + `exit_heads` to an `openvino.Model` with dynamic batch/sequence axes."""
+    import openvino
+
+    hidden_size = encoder.hidden_size
+    example_ids = torch.tensor([[101, 2023, 2003, 102], [101, 2023, 102, 0]], dtype=torch.long)
+    example_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
+    example_hidden = torch.randn(2, 4, hidden_size)
+    segments = {}
+    with torch.no_grad():
+        embed_inputs = {"input_ids": example_ids}
+        if encoder.uses_token_type_ids:
+            embed_inputs["token_type_ids"] = torch.zeros_like(example_ids)
+        segments[EMBEDDINGS_SEGMENT] = _convert(
+            openvino, EmbeddingSegment(encoder), embed_inputs, {name: [-1, -1] for name in embed_inputs}, ["hidden_states"]
+        )
+        for index in range(encoder.num_layers):
+            is_last = index == encoder.num_layers - 1
+            segment = LayerSegment(encoder, index, None if is_last else exit_heads[index])
+            segments[layer_segment_name(index + 1)] = _convert(
+                openvino,
+                segment,
+                {"hidden_states": example_hidden, "attention_mask": example_mask},
+                {"hidden_states": [-1, -1, hidden_size], "attention_mask": [-1, -1]},
+                ["logits"] if is_last else ["hidden_states", "logits"],
+            )
+    return segments
+
+
+def _convert(openvino, module, example_inputs: dict, dynamic_shapes: dict, output_names):
+    module.eval()
+    ov_model = openvino.convert_model(
+        module,
+        example_input=example_inputs,
+        input=[(name, openvino.PartialShape(shape)) for name, shape in dynamic_shapes.items()],
+    )
+    for port, name in zip(ov_model.inputs, dynamic_shapes):
+        port.get_tensor().set_names({name})
+    for port, name in zip(ov_model.outputs, output_names):
+        port.get_tensor().set_names({name})
+    return ov_model
+
+
+def quantize_segments(segments: Dict[str, "openvino.Model"], quantization_config) -> Dict[str, "openvino.Model"]:
+    """Apply an optimum-intel weight-only quantization config (or `{"bits": 8}`-style dict) to every segment."""
+    from optimum.intel import OVWeightQuantizationConfig
+    from optimum.intel.openvino.quantization import _weight_only_quantization
+
+    if isinstance(quantization_config, dict):
+        quantization_config = OVWeightQuantizationConfig.from_dict(quantization_config)
+    if not isinstance(quantization_config, OVWeightQuantizationConfig):
+        raise ValueError(
+            "Early-exit segments support weight-only quantization: pass `load_in_8bit=True` or "
+            f"`quantization_config=OVWeightQuantizationConfig(...)`, not {type(quantization_config).__name__}."
+        )
+    return {name: _weight_only_quantization(model, quantization_config) for name, model in segments.items()}
+
+
+def export_early_exit(
+    model: Union[str, Path],
+    output: Union[str, Path],
+    weight_format: Optional[str] = None,
+    *,
+    entropy_threshold: Optional[float] = None,
+    task: str = "text-classification",
+) -> Path:
+    """Export a `train-exits` checkpoint to an OpenVINO folder that both our class and optimum-intel load.
+
+    Args:
+        model: folder written by `optimum-cli dynexec train-exits` (transformers checkpoint + `exits/` + config).
+        output: destination folder; written to a staging folder first and renamed, so it is complete or absent.
+        weight_format: None/"fp32" (keep float weights), "int8" or "int4" (NNCF weight compression, applied to
+            the full model and every segment alike).
+        entropy_threshold: stored as the default threshold of the exported model (else the checkpoint's).
+        task: only "text-classification" is supported.
+    """
+    from optimum.exporters.openvino import main_export
+    from optimum.intel import OVWeightQuantizationConfig
+
+    from ..fixtures.cache import atomic_directory
+    from .training import load_exit_checkpoint
+
+    if task not in ("text-classification", "auto", None):
+        raise ValueError(f"Early exit exports text-classification models only; got task={task!r}.")
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"`weight_format` must be one of {WEIGHT_FORMATS}, got {weight_format!r}.")
+    model_dir = Path(model)
+    encoder, exit_heads, config = load_exit_checkpoint(model_dir)
+    if entropy_threshold is not None:
+        config.entropy_threshold = entropy_threshold
+        config.__post_init__()
+
+    with atomic_directory(Path(output)) as staging:
+        main_export(model_name_or_path=str(model_dir), output=staging, task="text-classification", library_name="transformers")
+        segments = convert_segments(encoder, exit_heads)
+        if weight_format in ("int8", "int4"):
+            quantization = OVWeightQuantizationConfig(bits=8 if weight_format == "int8" else 4)
+            segments = quantize_segments(segments, quantization)
+            _quantize_full_model(staging, quantization)
+        save_segments(segments, staging)
+        config.save(staging)
+    return Path(output)
+
+
+def save_segments(segments: Dict[str, "openvino.Model"], directory: Union[str, Path]) -> None:
+    """Write `exits/<name>.xml/.bin` into `directory` through a staging folder (no half-written `exits/`)."""
+    import openvino
+
+    directory = Path(directory)
+    staging = directory / f".{EXITS_DIR_NAME}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, segment in segments.items():
+        openvino.save_model(segment, str(staging / f"{name}.xml"), compress_to_fp16=False)
+    final = directory / EXITS_DIR_NAME
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+
+
+def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[str, "openvino.Model"]:
+    import openvino
+
+    exits_dir = Path(directory) / EXITS_DIR_NAME
+    core = openvino.Core()
+    segments = {}
+    for name in segment_names(config.num_layers):
+        path = exits_dir / f"{name}.xml"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: `{directory}` has no exported exits. Export a `train-exits` checkpoint with "
+                "`OVEarlyExitModelForSequenceClassification.from_pretrained(checkpoint, export=True)`."
+            )
+        segments[name] = core.read_model(str(path))
+    return segments
+
+
+def _quantize_full_model(folder: Path, quantization_config) -> None:
+    import openvino
+    from optimum.intel.openvino.quantization import _weight_only_quantization
+
+    path = folder / "openvino_model.xml"
+    full_model = _weight_only_quantization(openvino.Core().read_model(str(path)), quantization_config)
+    staging = folder / ".openvino_model.quantized.xml"
+    openvino.save_model(full_model, str(staging), compress_to_fp16=False)
+    del full_model
+    staging.replace(path)
+    staging.with_suffix(".bin").replace(path.with_suffix(".bin"))

@@ -1,0 +1,255 @@
+"""`OVEarlyExitModelForSequenceClassification`: an OpenVINO sequence classifier that stops at the first confident layer.
+
+Data flow of one call: tokens -> embedding segment -> for each layer segment: run only the rows still alive,
+take the exit's logits and their (temperature-scaled, normalised) entropy, retire the rows under the threshold,
+compact the batch (and trim padding nobody needs any more) -> the logits of the layer each row left at.
+Rows never wait for slower rows, and a row's result does not depend on what else is in its batch.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+from optimum.intel import OVModelForSequenceClassification
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .config import EXITS_DIR_NAME, EarlyExitConfig, validate_entropy_threshold
+from .export import EMBEDDINGS_SEGMENT, export_early_exit, load_segments, quantize_segments, save_segments, segment_names
+
+
+@dataclass
+class EarlyExitSequenceClassifierOutput(SequenceClassifierOutput):
+    """`SequenceClassifierOutput` plus `exit_layers`: the 1-based layer each row left at (when requested)."""
+
+    exit_layers: Optional[Union[torch.Tensor, np.ndarray]] = None
+
+
+class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification):
+    """OpenVINO sequence classifier with entropy-gated early exit, run segment by segment.
+
+    Load a folder exported from a `train-exits` checkpoint (or export one with `export=True`)::
+
+        model = OVEarlyExitModelForSequenceClassification.from_pretrained(folder, entropy_threshold=0.2)
+        outputs = model(**tokenizer(texts, padding=True, return_tensors="np"), output_exit_layers=True)
+
+    Keyword-only arguments added to optimum-intel's: `entropy_threshold` (default: the saved one), in [0, 1]:
+    a row exits at the first layer whose prediction entropy divided by log(num_labels) is below it.
+    `quantization_config=` / `load_in_8bit=` apply to the full model and to every segment.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        config=None,
+        *,
+        early_exit_config: Optional[EarlyExitConfig] = None,
+        exit_segments: Optional[Dict] = None,
+        entropy_threshold: Optional[float] = None,
+        **kwargs,
+    ):
+        if early_exit_config is None or exit_segments is None:
+            raise ValueError(
+                "OVEarlyExitModelForSequenceClassification needs its exits: build it with `from_pretrained(folder)` "
+                "on a folder holding `exits/` and `early_exit_config.json` (export one with `export=True`)."
+            )
+        self.early_exit_config = early_exit_config
+        self.exit_segments = exit_segments
+        self._segment_requests = None
+        super().__init__(model, config, **kwargs)
+        if entropy_threshold is not None:
+            self.entropy_threshold = entropy_threshold
+        self._log_num_labels = float(np.log(max(early_exit_config.num_labels, 2)))
+        self._temperatures = np.asarray(early_exit_config.exit_temperatures, dtype=np.float32)
+
+    @property
+    def entropy_threshold(self) -> float:
+        """Default threshold of `forward` (saved by `save_pretrained`)."""
+        return self.early_exit_config.entropy_threshold
+
+    @entropy_threshold.setter
+    def entropy_threshold(self, value: float) -> None:
+        self.early_exit_config.entropy_threshold = validate_entropy_threshold(value)
+
+    @property
+    def num_layers(self) -> int:
+        return self.early_exit_config.num_layers
+
+    # ----- loading, exporting, saving -------------------------------------------------------------------------
+
+    @classmethod
+    def _from_pretrained(cls, model_id, config, *, entropy_threshold: Optional[float] = None, **kwargs):
+        folder = Path(model_id) / kwargs.get("subfolder", "")
+        if not folder.is_dir():
+            raise ValueError(
+                f"{model_id!r} is not a local folder. Early-exit models load from a folder written by "
+                "`save_pretrained` or `optimum-cli export dynexec`."
+            )
+        early_exit_config = EarlyExitConfig.load(folder)
+        exit_segments = load_segments(folder, early_exit_config)
+        quantization_config = kwargs.get("quantization_config") or (
+            {"bits": 8} if kwargs.get("load_in_8bit") else None
+        )
+        if quantization_config:
+            exit_segments = quantize_segments(exit_segments, quantization_config)
+        return super()._from_pretrained(
+            model_id,
+            config,
+            early_exit_config=early_exit_config,
+            exit_segments=exit_segments,
+            entropy_threshold=entropy_threshold,
+            **kwargs,
+        )
+
+    @classmethod
+    def _export(cls, model_id, config, **kwargs):
+        """`from_pretrained(checkpoint, export=True)`: export the full model and the segments, then load them."""
+        from tempfile import TemporaryDirectory
+
+        if not (Path(model_id) / "early_exit_config.json").is_file():
+            raise ValueError(
+                f"{model_id!r} has no trained exits (no early_exit_config.json). Train them first: "
+                f"`optimum-cli dynexec train-exits --model {model_id} --dataset <data> --output <dir>`."
+            )
+        for hub_argument in ("token", "revision", "force_download", "cache_dir", "local_files_only", "task"):
+            kwargs.pop(hub_argument, None)
+        kwargs.pop("trust_remote_code", None)
+        save_dir = TemporaryDirectory()
+        # The exported files live in this temporary folder; keep it alive as long as the class, like optimum-intel.
+        cls._model_save_dir_tempdirectory_instance = save_dir
+        export_early_exit(model_id, Path(save_dir.name) / "model")
+        return cls._from_pretrained(Path(save_dir.name) / "model", config, **kwargs)
+
+    def _save_pretrained(self, save_directory: Union[str, Path]):
+        super()._save_pretrained(save_directory)
+        save_segments(self.exit_segments, save_directory)
+        self.early_exit_config.save(save_directory)
+
+    def compile(self):
+        """Compile the segments (the full model is only kept for saving and for plain optimum-intel loading)."""
+        if self._segment_requests is None:
+            import openvino
+
+            core = openvino.Core()
+            ov_config = {**self.ov_config}
+            self._segment_requests = [
+                core.compile_model(self.exit_segments[name], self._device, ov_config).create_infer_request()
+                for name in segment_names(self.num_layers)
+            ]
+        # The parent checks `self.request` to know it is compiled.
+        self.request = self._segment_requests[0]
+
+    def clear_requests(self):
+        self._segment_requests = None
+        self.request = None
+
+    # ----- inference ------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: Union[torch.Tensor, np.ndarray],
+        attention_mask: Optional[Union[torch.Tensor, np.ndarray]] = None,
+        token_type_ids: Optional[Union[torch.Tensor, np.ndarray]] = None,
+        *,
+        entropy_threshold: Optional[float] = None,
+        output_exit_layers: bool = False,
+        **kwargs,
+    ) -> EarlyExitSequenceClassifierOutput:
+        """Classify a batch; each row stops at its first layer with normalised entropy below the threshold.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: as for `OVModelForSequenceClassification` (numpy in ->
+                numpy out, torch in -> torch out). Padding may be on either side.
+            entropy_threshold: overrides `self.entropy_threshold` for this call; 0 runs every layer.
+            output_exit_layers: also return `exit_layers`, the 1-based layer each row left at.
+        """
+        threshold = self.entropy_threshold if entropy_threshold is None else validate_entropy_threshold(entropy_threshold)
+        numpy_inputs = isinstance(input_ids, np.ndarray)
+        input_ids = _as_int64(input_ids, "input_ids")
+        if input_ids.ndim != 2:
+            raise ValueError(f"`input_ids` must be [batch, sequence], got shape {input_ids.shape}.")
+        attention_mask = np.ones_like(input_ids) if attention_mask is None else _as_int64(attention_mask, "attention_mask")
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {attention_mask.shape} differs from `input_ids` shape {input_ids.shape}."
+            )
+        token_type_ids = None if token_type_ids is None else _as_int64(token_type_ids, "token_type_ids")
+        self.compile()
+        logits, exit_layers = self._run_segments(input_ids, attention_mask, token_type_ids, threshold)
+        if not numpy_inputs:
+            logits, exit_layers = torch.from_numpy(logits), torch.from_numpy(exit_layers)
+        return EarlyExitSequenceClassifierOutput(logits=logits, exit_layers=exit_layers if output_exit_layers else None)
+
+    def exit_logits_per_layer(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
+        """Run every layer for every row and return all exits' logits, [num_layers, batch, num_labels].
+
+        What calibration needs: with all layers' logits any threshold can be simulated without re-running.
+        """
+        input_ids = _as_int64(input_ids, "input_ids")
+        attention_mask = np.ones_like(input_ids) if attention_mask is None else _as_int64(attention_mask, "attention_mask")
+        token_type_ids = None if token_type_ids is None else _as_int64(token_type_ids, "token_type_ids")
+        self.compile()
+        requests = self._segment_requests
+        hidden = requests[0].infer(self._embedding_inputs(input_ids, token_type_ids))[0]
+        layer_logits = []
+        for layer in range(1, self.num_layers + 1):
+            outputs = requests[layer].infer({0: hidden, 1: attention_mask})
+            layer_logits.append(np.array(outputs[len(outputs) - 1], dtype=np.float32))
+            hidden = outputs[0]
+        return np.stack(layer_logits)
+
+    def _embedding_inputs(self, input_ids, token_type_ids) -> dict:
+        inputs = {"input_ids": input_ids}
+        if self._segment_requests[0].model_inputs[-1].get_names() & {"token_type_ids"}:
+            inputs["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        return inputs
+
+    def _run_segments(self, input_ids, attention_mask, token_type_ids, threshold):
+        requests = self._segment_requests
+        batch_size, last_layer = input_ids.shape[0], self.num_layers
+        logits_out = np.empty((batch_size, self.early_exit_config.num_labels), dtype=np.float32)
+        exit_layers = np.full(batch_size, last_layer, dtype=np.int64)
+
+        hidden = requests[0].infer(self._embedding_inputs(input_ids, token_type_ids), share_inputs=True, share_outputs=True)[0]
+        alive = np.arange(batch_size)
+        mask = attention_mask
+        for layer in range(1, last_layer + 1):
+            outputs = requests[layer].infer({0: hidden, 1: mask}, share_inputs=True, share_outputs=True)
+            if layer == last_layer:
+                logits_out[alive] = outputs[0]
+                break
+            hidden, exit_logits = outputs[0], outputs[1]
+            leaving = self._normalised_entropy(exit_logits, layer) < threshold
+            if not leaving.any():
+                continue
+            logits_out[alive[leaving]] = exit_logits[leaving]
+            exit_layers[alive[leaving]] = layer
+            staying = ~leaving
+            if not staying.any():
+                break
+            alive, hidden, mask = alive[staying], hidden[staying], mask[staying]
+            # Rows that left may have been the long ones: drop the trailing columns no remaining row attends to.
+            used_columns = int(np.flatnonzero(mask.any(axis=0))[-1]) + 1
+            if used_columns < mask.shape[1]:
+                hidden, mask = hidden[:, :used_columns], mask[:, :used_columns]
+        return logits_out, exit_layers
+
+    def _normalised_entropy(self, logits: np.ndarray, layer: int) -> np.ndarray:
+        scaled = logits / self._temperatures[layer - 1]
+        scaled = scaled - scaled.max(axis=-1, keepdims=True)
+        log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
+        return -(np.exp(log_probabilities) * log_probabilities).sum(axis=-1) / self._log_num_labels
+
+
+def _as_int64(values, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    if not isinstance(values, np.ndarray):
+        try:
+            values = np.asarray(values)
+        except Exception as error:  # ragged lists and the like
+            raise TypeError(f"`{name}` must be a 2-D array/tensor of integers (pad the batch first).") from error
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"`{name}` must hold integers, got dtype {values.dtype}.")
+    return np.ascontiguousarray(values, dtype=np.int64)
