@@ -24,6 +24,8 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .decoding import DecodingStats, speculative_decode
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
+from .eagle_decoding import TreeSettings
+from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
 from .kv_cache import DecoderSession, sequence_axis_is_supported
 from .sampling import SamplingSettings
 
@@ -86,7 +88,10 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
 
     * a draft model attached at load time (`from_pretrained(..., draft_model=...)`) or passed per call as
       `assistant_model=` (an `OVModelForCausalLM` sharing the target's vocabulary);
-    * prompt lookup, per call: `prompt_lookup_num_tokens=N` (optionally `max_matching_ngram_size`).
+    * prompt lookup, per call: `prompt_lookup_num_tokens=N` (optionally `max_matching_ngram_size`);
+    * an EAGLE head attached at load time (`from_pretrained(..., eagle_head=...)`): feature-level drafting of a
+      dynamic token tree (EAGLE-2), verified in one target call. It takes precedence over an attached draft
+      model; the tree shape can be set per call with `eagle_tree=TreeSettings(...)` or a dict.
 
     The number of drafted tokens adapts to how many the target accepts (`num_assistant_tokens_schedule`,
     `"heuristic"` by default here), down to plain decoding on text nothing can predict.
@@ -99,9 +104,11 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
     ```
     """
 
-    def __init__(self, *args, draft_model: Optional[OVModelForCausalLM] = None, **kwargs):
+    def __init__(self, *args, draft_model: Optional[OVModelForCausalLM] = None, eagle: Optional[OVEagle] = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self._attach_draft(draft_model)
+        self._attach_eagle(eagle)
 
     # ------------------------------------------------------------------------------------------- loading / saving
 
@@ -112,6 +119,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         *args,
         draft_model: Union[str, Path, OVModelForCausalLM, None] = None,
         draft_quantization_config=None,
+        eagle_head: Union[str, Path, None] = None,
+        eagle_tree: Union[TreeSettings, dict, None] = None,
         **kwargs,
     ):
         """Load (or with `export=True`, export) the target as `OVModelForCausalLM` does, and its draft.
@@ -122,6 +131,13 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 IR) or a loaded `OVModelForCausalLM`. Defaults to the `draft/` sub-folder of `model_id` if present.
             draft_quantization_config: weight compression for the draft only; by default the draft gets the
                 target's `quantization_config` / `load_in_8bit`.
+            eagle_head: a folder (or hub id) holding an EAGLE head in the published format (`config.json` with
+                `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
+                `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint
+                (`model_id` with `export=True`). Defaults to the `eagle/` sub-folder of `model_id` if present.
+                `quantization_config` / `load_in_8bit` apply to the head and the target's feature graph too.
+            eagle_tree: the default EAGLE-2 tree shape (`TreeSettings` or a dict of `depth`, `top_k`,
+                `total_tokens`; `top_k=1` drafts a chain).
             **kwargs: everything `OVModelForCausalLM.from_pretrained` takes (`export`, `ov_config`, `device`,
                 `compile`, `quantization_config`, `load_in_8bit`, ...), applied to the target and the draft.
         """
@@ -132,6 +148,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             # optimum-intel swaps in its own subclass for some architectures (phi3, bloom, gpt_bigcode, ...).
             model.__class__ = _speculative_variant(type(model))
             model._attach_draft(None)
+            model._attach_eagle(None)
 
         if draft_model is None:
             saved_draft = Path(model_id) / DRAFT_SUBFOLDER
@@ -147,6 +164,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                         draft_kwargs[key] = kwargs[key]
             draft_model = load_draft_model(draft_model, **draft_kwargs)
         model._attach_draft(draft_model)
+        model._attach_eagle(_load_eagle(model_id, eagle_head, eagle_tree, kwargs), user_ov_config)
         return model
 
     def _attach_draft(self, draft_model: Optional[OVModelForCausalLM]) -> None:
@@ -156,8 +174,13 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         self._drafters: Dict[int, Drafter] = {}
         self.last_decoding_stats: Optional[DecodingStats] = None
 
+    def _attach_eagle(self, eagle: Optional[OVEagle], user_ov_config: Optional[dict] = None) -> None:
+        self.eagle = eagle
+        self._eagle_head_ov_config = dict(user_ov_config or {})
+
     def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
-        """Save the target's usual files, the draft in `draft/` and `dynexec_config.json`, all or nothing.
+        """Save the target's usual files, the draft in `draft/`, the EAGLE head in `eagle/` and
+        `dynexec_config.json`, all or nothing.
 
         `OVModelForCausalLM.from_pretrained(save_directory)` still loads the target alone.
         """
@@ -168,9 +191,12 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         staging = Path(tempfile.mkdtemp(prefix=".dynexec-save-", dir=save_directory))
         try:
             super().save_pretrained(staging, **kwargs)
-            our_config = {"speculative": {"draft_subfolder": DRAFT_SUBFOLDER if self.draft_model else None}}
+            our_config = {"speculative": {"draft_subfolder": DRAFT_SUBFOLDER if self.draft_model else None,
+                                          "eagle_subfolder": EAGLE_SUBFOLDER if self.eagle else None}}
             if self.draft_model is not None:
                 self.draft_model.save_pretrained(staging / DRAFT_SUBFOLDER)
+            if self.eagle is not None:
+                self.eagle.save_pretrained(staging / EAGLE_SUBFOLDER)
             (staging / DYNEXEC_CONFIG_NAME).write_text(json.dumps(our_config, indent=2) + "\n")
             for entry in staging.iterdir():
                 destination = save_directory / entry.name
@@ -204,6 +230,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         """
         tokenizer = kwargs.pop("tokenizer", None)
         kwargs.pop("assistant_tokenizer", None)
+        self._eagle_tree = _tree_settings(kwargs.pop("eagle_tree", None))
         for name, value in SPECULATIVE_DEFAULTS.items():
             if _unset(name, kwargs, generation_config, self.generation_config):
                 kwargs[name] = value
@@ -251,10 +278,14 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         stats = DecodingStats()
         new_tokens = np.zeros(0, dtype=np.int64)
         if max_new_tokens > 0:
-            target = self._target_session()
-            new_tokens = speculative_decode(
-                target, drafter, prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens, stats
-            )
+            decode = getattr(drafter, "decode", None)  # drafters with their own loop (EAGLE trees)
+            if decode is not None:
+                new_tokens = decode(prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens, stats)
+            else:
+                target = self._target_session()
+                new_tokens = speculative_decode(
+                    target, drafter, prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens, stats
+                )
         if streamer is not None:
             streamer.end()
         self.last_decoding_stats = stats
@@ -294,6 +325,11 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             draft_length = DraftLength(maximum, maximum, config.num_assistant_tokens_schedule)
             # Prompt lookup is rebuilt per call: its only state is the adapted length, which follows the text.
             return PromptLookupDrafter(draft_length, config.max_matching_ngram_size or 2)
+        if assistant_model is None and self.eagle is not None:
+            if self.eagle._compiled is None:
+                self.eagle.compile(self._device, {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
+                                   self._eagle_head_ov_config)
+            return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         draft_model = assistant_model if assistant_model is not None else self.draft_model
         if draft_model is None:
             return None
@@ -372,6 +408,38 @@ def _speculative_variant(base: type) -> type:
         name = "OVSpeculative" + base.__name__.removeprefix("OV")
         _VARIANTS[base] = type(name, (OVSpeculativeModelForCausalLM, base), {"__module__": __name__})
     return _VARIANTS[base]
+
+
+def _tree_settings(tree: Union[TreeSettings, dict, None]) -> Optional[TreeSettings]:
+    if tree is None or isinstance(tree, TreeSettings):
+        return tree
+    if isinstance(tree, dict):
+        unknown = set(tree) - {"depth", "top_k", "total_tokens"}
+        if unknown:
+            raise ValueError(f"`eagle_tree` takes depth, top_k and total_tokens; unknown: {sorted(unknown)}.")
+        return TreeSettings(**tree)
+    raise TypeError(f"`eagle_tree` must be a TreeSettings or a dict, got {type(tree).__name__}.")
+
+
+def _load_eagle(model_id, eagle_head, eagle_tree, kwargs) -> Optional[OVEagle]:
+    """The EAGLE part: exported from `eagle_head` for the target checkpoint `model_id`, or loaded from `eagle/`."""
+    tree = _tree_settings(eagle_tree)
+    saved = Path(model_id) / EAGLE_SUBFOLDER
+    if eagle_head is None:
+        return OVEagle.load(saved, tree) if OVEagle.is_saved_in(saved) else None
+    if OVEagle.is_saved_in(eagle_head):
+        return OVEagle.load(eagle_head, tree)
+    if not has_transformers_weights(model_id) and Path(model_id).exists():
+        raise ValueError(
+            f"`eagle_head` needs the target's transformers checkpoint to export its feature graph, and {model_id} "
+            "holds none (only OpenVINO IR?). Pass the transformers checkpoint with `export=True`, or a folder "
+            "written by `save_pretrained` that already contains `eagle/`."
+        )
+    quantization_config = kwargs.get("quantization_config")
+    if quantization_config is None and kwargs.get("load_in_8bit"):
+        quantization_config = {"bits": 8}
+    return OVEagle.export(model_id, eagle_head, quantization_config, tree,
+                          trust_remote_code=kwargs.get("trust_remote_code", False))
 
 
 def load_draft_model(draft: Union[str, Path], **kwargs) -> OVModelForCausalLM:

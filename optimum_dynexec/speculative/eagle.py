@@ -1,0 +1,377 @@
+"""The EAGLE draft head: a torch module, the published checkpoint format, and the OpenVINO exports EAGLE needs.
+
+EAGLE (Li et al. 2024, arXiv 2401.15077) drafts at the *feature* level: the head reads the target's last hidden
+feature `f_i` (the post-norm hidden state that feeds `lm_head`) together with the embedding of the token that
+followed, `x_{i+1}`, and predicts the next feature `f_{i+1}`; the target's own frozen `lm_head` turns predicted
+features into tokens. Architecture, as published:
+
+    h = fc(concat(embed(x_{i+1}), f_i))        fc: 2*hidden -> hidden
+    f_{i+1} ~ decoder_layer(h)                 one layer of the target's family, without its input norm
+    p(x_{i+2}) = softmax(lm_head(f_{i+1}))     the target's lm_head, frozen
+
+Published heads (e.g. the `yuhuili/EAGLE-*` checkpoints) are a LLaMA-style `config.json` with
+`num_hidden_layers: 1` and weights named `fc.weight` (+ `fc.bias`), `layers.0.*` and optionally
+`embed_tokens.weight`, in `model.safetensors` or `pytorch_model.bin`. `load_eagle_head` reads that format;
+`save_eagle_head` writes it (so heads trained here load elsewhere too).
+
+Two OpenVINO graphs come out of this module, both stateless (past keys/values are inputs, presents outputs) and
+both taking an explicit 4D additive attention mask and explicit position ids, so a whole draft *tree* is scored in
+one call:
+
+* `export_target_with_features`: the target, returning `logits` and `hidden_states` (what feeds `lm_head`);
+* `export_eagle_head`: the head (+ the target's embedding and lm_head), returning `logits` and the predicted
+  features `hidden_states`.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+
+HEAD_WEIGHTS_SAFETENSORS = "model.safetensors"
+HEAD_WEIGHTS_BIN = "pytorch_model.bin"
+HEAD_CONFIG = "config.json"
+# Weights that belong to the target, not to the head: never saved with a head, refused when a head brings them
+# with the wrong shape.
+_OPTIONAL_HEAD_KEYS = ("embed_tokens.weight", "fc.bias", "layers.0.input_layernorm.weight")
+
+
+class EagleHead(nn.Module):
+    """The EAGLE-1/2 draft head: `fc(concat(embed(token), feature))` then one decoder layer of the target's family.
+
+    Args:
+        config: a transformers config of the target's family with `num_hidden_layers=1` (the head's own
+            `config.json`). Its `hidden_size` and `vocab_size` must equal the target's.
+        fc_bias: whether `fc` has a bias (the original EAGLE heads do).
+        input_layernorm: whether the decoder layer normalises its input. EAGLE drops that norm (the fc output
+            goes straight into attention); heads that ship `layers.0.input_layernorm.weight` keep it.
+
+    `embed_tokens` and `lm_head` are the target's and frozen (`attach_target` copies them in); `forward` returns
+    predicted features, `lm_head(features)` the logits.
+    """
+
+    def __init__(self, config, fc_bias: bool = True, input_layernorm: bool = False):
+        super().__init__()
+        from transformers import AutoModel
+
+        config = _head_config(config)
+        base = AutoModel.from_config(config)
+        self.config = config
+        self.embed_tokens = base.embed_tokens
+        self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=fc_bias)
+        self.layers = nn.ModuleList([base.layers[0]])
+        if not input_layernorm:
+            self.layers[0].input_layernorm = nn.Identity()
+        self.rotary_emb = base.rotary_emb
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.lm_head.weight.requires_grad_(False)
+
+    @property
+    def has_input_layernorm(self) -> bool:
+        return not isinstance(self.layers[0].input_layernorm, nn.Identity)
+
+    def attach_target(self, target, copy_embeddings: bool = True) -> "EagleHead":
+        """Take the target's (`*ForCausalLM`) `lm_head` and, unless the head brought its own, its embedding."""
+        lm_head = target.get_output_embeddings().weight
+        embeddings = target.get_input_embeddings().weight
+        check_head_matches_target(self.config, lm_head.shape[1], lm_head.shape[0])
+        with torch.no_grad():
+            self.lm_head.weight.copy_(lm_head.detach().float())
+            if copy_embeddings:
+                self.embed_tokens.weight.copy_(embeddings.detach().float())
+        return self
+
+    def forward(self, input_ids, features, position_ids, attention_mask, past_key_values=None):
+        """Predicted features `[batch, n, hidden]` for `n` (feature, next token) pairs.
+
+        `attention_mask` is additive, `[batch, 1, n, past + n]` (0 where attended, a large negative elsewhere);
+        `past_key_values` is a cache object with `update(key, value, layer_idx)` or `None`.
+        """
+        embeddings = self.embed_tokens(input_ids)
+        hidden = self.fc(torch.cat([embeddings, features.to(embeddings.dtype)], dim=-1))
+        position_embeddings = self.rotary_emb(hidden, position_ids)
+        output = self.layers[0](
+            hidden,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+            position_embeddings=position_embeddings,
+        )
+        return output[0] if isinstance(output, tuple) else output
+
+    def head_state_dict(self, include_embeddings: bool = False) -> dict:
+        """The head's own weights under the published key names (`fc.*`, `layers.0.*`, `embed_tokens.weight`)."""
+        state = {}
+        for name, tensor in self.state_dict().items():
+            if name.startswith("lm_head.") or name.startswith("rotary_emb."):
+                continue
+            if name.startswith("embed_tokens.") and not include_embeddings:
+                continue
+            state[name] = tensor.detach().contiguous()
+        return state
+
+
+def _head_config(config):
+    """A copy of `config` with one hidden layer and SDPA attention (traced into OpenVINO's SDPA op)."""
+    config = config.__class__.from_dict(config.to_dict())
+    config.num_hidden_layers = 1
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def eagle_config_from_target(target_config):
+    """The head config for a target: the target's config with `num_hidden_layers=1` (what EAGLE publishes)."""
+    config = _head_config(target_config)
+    config.architectures = ["LlamaForCausalLM"] if config.model_type == "llama" else config.architectures
+    return config
+
+
+def check_head_matches_target(head_config, target_hidden_size: int, target_vocab_size: int) -> None:
+    """Raise a `ValueError` when a head was trained for another target (different hidden size or vocabulary)."""
+    if head_config.hidden_size != target_hidden_size:
+        raise ValueError(
+            f"The EAGLE head has hidden_size={head_config.hidden_size} but the target's features have "
+            f"{target_hidden_size}: `eagle_head` must be a head trained for this target "
+            "(train one with `optimum-cli dynexec train-eagle --model <target>`)."
+        )
+    if head_config.vocab_size != target_vocab_size:
+        raise ValueError(
+            f"The EAGLE head has vocab_size={head_config.vocab_size} but the target's lm_head has "
+            f"{target_vocab_size} rows: `eagle_head` must be a head trained for this target."
+        )
+
+
+# ------------------------------------------------------------------------------------------------ published format
+
+
+def read_head_weights(head_dir: Union[str, Path]) -> dict:
+    """The tensors of a published head folder (`model.safetensors` preferred, else `pytorch_model.bin`)."""
+    head_dir = Path(head_dir)
+    if (head_dir / HEAD_WEIGHTS_SAFETENSORS).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(head_dir / HEAD_WEIGHTS_SAFETENSORS)
+    if (head_dir / HEAD_WEIGHTS_BIN).is_file():
+        return torch.load(head_dir / HEAD_WEIGHTS_BIN, map_location="cpu", weights_only=True)
+    raise ValueError(
+        f"`eagle_head` folder {head_dir} holds neither {HEAD_WEIGHTS_SAFETENSORS} nor {HEAD_WEIGHTS_BIN}: pass a "
+        "folder with an EAGLE head's config.json and weights (fc.*, layers.0.*)."
+    )
+
+
+def load_eagle_head(head_dir: Union[str, Path], target=None) -> EagleHead:
+    """Load an EAGLE head saved in the published format; with `target` (a transformers causal LM), attach its
+    `lm_head` (always) and embedding (when the head did not bring `embed_tokens.weight`).
+
+    Raises `ValueError` for a folder that is not an EAGLE head or a head whose shapes do not fit the target.
+    """
+    from transformers import AutoConfig, LlamaConfig
+
+    head_dir = Path(head_dir)
+    if not (head_dir / HEAD_CONFIG).is_file():
+        raise ValueError(f"`eagle_head` folder {head_dir} has no {HEAD_CONFIG}; an EAGLE head folder needs one.")
+    config_dict = json.loads((head_dir / HEAD_CONFIG).read_text())
+    if "model_type" in config_dict:
+        config = AutoConfig.for_model(**config_dict)
+    else:  # the first EAGLE releases wrote bare LLaMA configs
+        config = LlamaConfig(**config_dict)
+    if config.num_hidden_layers != 1:
+        raise ValueError(
+            f"{head_dir / HEAD_CONFIG} has num_hidden_layers={config.num_hidden_layers}; an EAGLE head has exactly "
+            "one decoder layer."
+        )
+    weights = read_head_weights(head_dir)
+    weights = {name.removeprefix("model."): tensor for name, tensor in weights.items()}
+    head = EagleHead(
+        config,
+        fc_bias="fc.bias" in weights,
+        input_layernorm="layers.0.input_layernorm.weight" in weights,
+    )
+    expected = set(head.head_state_dict(include_embeddings=True))
+    missing = sorted(expected - set(weights) - {"embed_tokens.weight"})
+    unexpected = sorted(set(weights) - expected - {"lm_head.weight"})
+    if missing or unexpected:
+        raise ValueError(
+            f"{head_dir} is not an EAGLE head in the published format: missing {missing[:6]}, unexpected "
+            f"{unexpected[:6]} (expected fc.weight, layers.0.self_attn.*, layers.0.mlp.*, ...)."
+        )
+    weights.pop("lm_head.weight", None)
+    head.load_state_dict({name: tensor.float() for name, tensor in weights.items()}, strict=False)
+    head.float().eval()
+    if target is not None:
+        head.attach_target(target, copy_embeddings="embed_tokens.weight" not in weights)
+    return head
+
+
+def save_eagle_head(head: EagleHead, save_directory: Union[str, Path], include_embeddings: bool = False,
+                    safe_serialization: bool = True) -> None:
+    """Write `config.json` and the head's weights in the published format; the folder appears complete or not
+    at all (written to a temporary folder, then renamed)."""
+    save_directory = Path(save_directory)
+    save_directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.", dir=save_directory.parent))
+    try:
+        config = head.config.to_dict()
+        config.pop("_attn_implementation", None)
+        config["num_hidden_layers"] = 1
+        (staging / HEAD_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        state = head.head_state_dict(include_embeddings=include_embeddings)
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            save_file(state, staging / HEAD_WEIGHTS_SAFETENSORS, metadata={"format": "pt"})
+        else:
+            torch.save(state, staging / HEAD_WEIGHTS_BIN)
+        _replace_directory(staging, save_directory)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace_directory(staging: Path, destination: Path) -> None:
+    import shutil
+
+    if destination.exists():
+        old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        os.replace(destination, old)
+        os.replace(staging, destination)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, destination)
+
+
+# ------------------------------------------------------------------------------------------------ OpenVINO export
+
+
+class _TracedCache:
+    """What transformers attention layers call `update` on: concatenates the past given as graph inputs with the
+    new keys/values and remembers the results as the graph's `present` outputs."""
+
+    def __init__(self, past: Sequence[torch.Tensor]):
+        self.past = past
+        self.present = [None] * len(past)
+
+    def update(self, key, value, layer_idx, cache_kwargs=None):
+        key = torch.cat([self.past[2 * layer_idx], key], dim=-2)
+        value = torch.cat([self.past[2 * layer_idx + 1], value], dim=-2)
+        self.present[2 * layer_idx], self.present[2 * layer_idx + 1] = key, value
+        return key, value
+
+    def get_seq_length(self, layer_idx=0):
+        return self.past[0].shape[-2]
+
+
+class _TargetWithFeatures(nn.Module):
+    def __init__(self, causal_lm):
+        super().__init__()
+        self.causal_lm = causal_lm
+
+    def forward(self, input_ids, position_ids, attention_mask, *past):
+        decoder = self.causal_lm.get_decoder()
+        cache = _TracedCache(past)
+        hidden = decoder.embed_tokens(input_ids)
+        position_embeddings = decoder.rotary_emb(hidden, position_ids)
+        for layer in decoder.layers:
+            output = layer(hidden, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
+                           use_cache=True, position_embeddings=position_embeddings)
+            hidden = output[0] if isinstance(output, tuple) else output
+        hidden = decoder.norm(hidden)
+        logits = self.causal_lm.get_output_embeddings()(hidden)
+        return (logits, hidden, *cache.present)
+
+
+class _HeadGraph(nn.Module):
+    def __init__(self, head: EagleHead):
+        super().__init__()
+        self.head = head
+
+    def forward(self, input_ids, features, position_ids, attention_mask, *past):
+        cache = _TracedCache(past)
+        hidden = self.head(input_ids, features, position_ids, attention_mask, cache)
+        return (self.head.lm_head(hidden), hidden, *cache.present)
+
+
+def _kv_shape(config):
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return heads, head_dim
+
+
+def _convert(module: nn.Module, inputs: dict, layers: int, config, output_names: Sequence[str]):
+    """Trace `module(**inputs, *past)` into an OpenVINO model with dynamic sequence lengths and named ports."""
+    import openvino as ov
+
+    kv_heads, head_dim = _kv_shape(config)
+    past_length, new = 3, inputs["input_ids"].shape[1]
+    past = []
+    for _ in range(layers):
+        past += [torch.randn(1, kv_heads, past_length, head_dim), torch.randn(1, kv_heads, past_length, head_dim)]
+    inputs["attention_mask"] = torch.zeros(1, 1, new, past_length + new)
+    names = list(inputs)
+    example = tuple(inputs.values()) + tuple(past)
+    shapes = []
+    for name, tensor in inputs.items():
+        if name == "attention_mask":
+            shapes.append(([1, 1, -1, -1], ov.Type.f32))
+        elif name == "features":
+            shapes.append(([1, -1, tensor.shape[-1]], ov.Type.f32))
+        else:
+            shapes.append(([1, -1], ov.Type.i64))
+    shapes += [([1, kv_heads, -1, head_dim], ov.Type.f32)] * (2 * layers)
+    with torch.no_grad():
+        ov_model = ov.convert_model(module.eval(), example_input=example, input=shapes)
+    past_names = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+    for port, name in zip(ov_model.inputs, names + past_names):
+        port.get_tensor().set_names({name})
+    present_names = [name.replace("past_key_values", "present") for name in past_names]
+    for port, name in zip(ov_model.outputs, list(output_names) + present_names):
+        port.get_tensor().set_names({name})
+    return ov_model
+
+
+def export_target_with_features(causal_lm):
+    """The target as a stateless OpenVINO model scoring a token tree in one call.
+
+    Inputs: `input_ids` `[1, n]`, `position_ids` `[1, n]`, `attention_mask` (additive, `[1, 1, n, past + n]`),
+    `past_key_values.{i}.key/value` `[1, kv_heads, past, head_dim]`. Outputs: `logits` `[1, n, vocab]`,
+    `hidden_states` `[1, n, hidden]` (after the final norm: the EAGLE feature), `present.{i}.key/value`.
+    """
+    config = causal_lm.config
+    causal_lm = causal_lm.float().eval()
+    config._attn_implementation = "sdpa"
+    example = {"input_ids": torch.tensor([[1, 2]]), "position_ids": torch.tensor([[3, 4]])}
+    return _convert(_TargetWithFeatures(causal_lm), example, config.num_hidden_layers, config,
+                    ("logits", "hidden_states"))
+
+
+def export_eagle_head(head: EagleHead):
+    """The head as a stateless OpenVINO model with its own KV cache.
+
+    Inputs: `input_ids` `[1, n]` (the token after each feature), `features` `[1, n, hidden]`, `position_ids`,
+    `attention_mask` (additive, `[1, 1, n, past + n]`), `past_key_values.0.key/value`. Outputs: `logits`,
+    `hidden_states` (the predicted next features), `present.0.key/value`.
+    """
+    head = head.float().eval()
+    hidden_size = head.config.hidden_size
+    example = {
+        "input_ids": torch.tensor([[1, 2]]),
+        "features": torch.randn(1, 2, hidden_size),
+        "position_ids": torch.tensor([[3, 4]]),
+    }
+    return _convert(_HeadGraph(head), example, 1, head.config, ("logits", "hidden_states"))
+
+
+def additive_mask(visible: np.ndarray) -> np.ndarray:
+    """Boolean `[n, total]` visibility -> the float `[1, 1, n, total]` additive mask the exported graphs take."""
+    mask = np.where(visible, np.float32(0.0), np.float32(np.finfo(np.float32).min))
+    return mask.reshape(1, 1, *visible.shape)

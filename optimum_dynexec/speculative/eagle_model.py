@@ -1,0 +1,174 @@
+"""`OVEagle`: the OpenVINO side of EAGLE for one target, as it lives in the `eagle/` sub-folder of a saved model.
+
+`eagle/` holds
+
+* `config.json` + `model.safetensors`: the head in the published EAGLE format (portable, re-trainable);
+* `openvino_eagle_head.xml/.bin`: the head exported with the target's embedding and lm_head, its own KV cache;
+* `openvino_target_features.xml/.bin`: the target exported to return its features and to take tree masks. The
+  target's plain `openvino_model.xml` beside `eagle/` is left as optimum-intel wrote it, for
+  `OVModelForCausalLM` users;
+* `eagle_config.json`: the default tree shape.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+import openvino as ov
+
+from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, \
+    export_target_with_features, load_eagle_head, save_eagle_head
+from .eagle_decoding import EagleSpeculator, TreeSettings
+
+
+EAGLE_SUBFOLDER = "eagle"
+HEAD_IR = "openvino_eagle_head.xml"
+TARGET_IR = "openvino_target_features.xml"
+EAGLE_CONFIG = "eagle_config.json"
+_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                         "pytorch_model.bin.index.json")
+
+
+class OVEagle:
+    """An EAGLE head and its target's feature graph, exported to OpenVINO.
+
+    Build it with `OVEagle.export(target_checkpoint, head_dir)` or load a saved one with `OVEagle.load(folder)`;
+    `speculator(settings)` gives what `generate()` runs.
+
+    Args:
+        target_model, head_model (`openvino.Model`): the two graphs of `eagle.py`.
+        head_folder: the head's published-format files (copied into `eagle/` on save).
+        tree (`TreeSettings`): the default tree shape.
+    """
+
+    def __init__(self, target_model: ov.Model, head_model: ov.Model, head_folder: Path,
+                 tree: TreeSettings = TreeSettings()):
+        self.target_model = target_model
+        self.head_model = head_model
+        self.head_folder = Path(head_folder)
+        self.tree = tree
+        self._compiled = None
+
+    # ----------------------------------------------------------------------------------------------- building
+
+    @classmethod
+    def export(cls, target_checkpoint: Union[str, Path], eagle_head: Union[str, Path], quantization_config=None,
+               tree: Optional[TreeSettings] = None, trust_remote_code: bool = False) -> "OVEagle":
+        """Export the target (a transformers checkpoint folder or hub id) with features, and the head for it.
+
+        `quantization_config` (an optimum-intel `OVWeightQuantizationConfig` or dict) compresses the weights of
+        both graphs as optimum-intel compresses the target's, so the verified distribution stays the target's.
+        """
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        head_dir = _local_folder(eagle_head, "eagle_head")
+        target = AutoModelForCausalLM.from_pretrained(target_checkpoint, dtype=torch.float32,
+                                                      trust_remote_code=trust_remote_code).eval()
+        head = load_eagle_head(head_dir, target)
+        target_model = export_target_with_features(target)
+        head_model = export_eagle_head(head)
+        del target, head
+        if quantization_config:
+            target_model = compress_weights(target_model, quantization_config)
+            head_model = compress_weights(head_model, quantization_config)
+        saved_tree = head_dir / EAGLE_CONFIG
+        if tree is None and saved_tree.is_file():
+            tree = TreeSettings(**json.loads(saved_tree.read_text())["tree"])
+        return cls(target_model, head_model, head_dir, tree or TreeSettings())
+
+    @classmethod
+    def load(cls, folder: Union[str, Path], tree: Optional[TreeSettings] = None) -> "OVEagle":
+        """Load an `eagle/` folder written by `save_pretrained`."""
+        folder = Path(folder)
+        for name in (HEAD_IR, TARGET_IR, HEAD_CONFIG):
+            if not (folder / name).is_file():
+                raise ValueError(f"{folder} is not a saved EAGLE folder: {name} is missing.")
+        core = ov.Core()
+        if tree is None and (folder / EAGLE_CONFIG).is_file():
+            tree = TreeSettings(**json.loads((folder / EAGLE_CONFIG).read_text())["tree"])
+        return cls(core.read_model(folder / TARGET_IR), core.read_model(folder / HEAD_IR), folder,
+                   tree or TreeSettings())
+
+    @staticmethod
+    def is_saved_in(folder: Union[str, Path]) -> bool:
+        return (Path(folder) / TARGET_IR).is_file() and (Path(folder) / HEAD_IR).is_file()
+
+    def save_pretrained(self, save_directory: Union[str, Path]) -> None:
+        """Write the `eagle/` folder contents into `save_directory` (complete or not at all)."""
+        save_directory = Path(save_directory)
+        save_directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.", dir=save_directory.parent))
+        try:
+            for name in (HEAD_CONFIG, HEAD_WEIGHTS_SAFETENSORS, HEAD_WEIGHTS_BIN):
+                if (self.head_folder / name).is_file():
+                    shutil.copy2(self.head_folder / name, staging / name)
+            ov.save_model(self.target_model, staging / TARGET_IR, compress_to_fp16=False)
+            ov.save_model(self.head_model, staging / HEAD_IR, compress_to_fp16=False)
+            tree = {"depth": int(self.tree.depth), "top_k": int(self.tree.top_k),
+                    "total_tokens": int(self.tree.total_tokens)}
+            (staging / EAGLE_CONFIG).write_text(json.dumps({"tree": tree}, indent=2) + "\n")
+            if save_directory.exists():
+                shutil.rmtree(save_directory)
+            os.replace(staging, save_directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    # ------------------------------------------------------------------------------------------------ running
+
+    def compile(self, device: str = "CPU", target_config: Optional[dict] = None,
+                head_config: Optional[dict] = None) -> None:
+        """Compile both graphs: the target with `target_config` (f32 for exact greedy), the head with `head_config`."""
+        core = ov.Core()
+        self._compiled = (core.compile_model(self.target_model, device, target_config or {}),
+                          core.compile_model(self.head_model, device, head_config or {}))
+        self._speculator = None
+
+    def speculator(self, tree: Optional[TreeSettings] = None) -> EagleSpeculator:
+        """The generation loop on the compiled graphs, with `tree` (default: `self.tree`). Reused between calls."""
+        if self._compiled is None:
+            raise ValueError("Call `compile()` before asking for a speculator.")
+        tree = tree or self.tree
+        if getattr(self, "_speculator", None) is None:
+            self._speculator = EagleSpeculator(*self._compiled, tree)
+        self._speculator.settings = tree
+        return self._speculator
+
+
+def compress_weights(model: ov.Model, quantization_config) -> ov.Model:
+    """Weight-only compression with optimum-intel's own routine (`OVWeightQuantizationConfig` or its dict)."""
+    from optimum.intel import OVWeightQuantizationConfig
+    from optimum.intel.openvino.quantization import _weight_only_quantization
+
+    if isinstance(quantization_config, dict):
+        quantization_config = OVWeightQuantizationConfig.from_dict(quantization_config)
+    if not isinstance(quantization_config, OVWeightQuantizationConfig):
+        raise TypeError(
+            "`quantization_config` must be an `OVWeightQuantizationConfig` (or its dict) to apply to the EAGLE head, "
+            f"got {type(quantization_config).__name__}."
+        )
+    return _weight_only_quantization(model, quantization_config)
+
+
+def has_transformers_weights(folder: Union[str, Path]) -> bool:
+    """Whether `folder` holds a transformers checkpoint (needed to export the target's feature graph)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in _TRANSFORMERS_WEIGHTS)
+
+
+def _local_folder(model_id: Union[str, Path], argument: str) -> Path:
+    path = Path(model_id)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"`{argument}` must be a folder (or a hub id), got the file {path}.")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model_id)))
+    except Exception as error:
+        raise ValueError(f"`{argument}`={model_id!r} is neither a local folder nor a reachable hub id: {error}")

@@ -1,0 +1,315 @@
+"""Training an EAGLE head for a target: generate the target's features on a text corpus, then fit the head.
+
+As in the EAGLE paper (arXiv 2401.15077, section 4): the head reads the target's feature `f_i` and the token
+`x_{i+1}`, and is trained with
+
+    loss = feature_weight * SmoothL1(head(f_i, x_{i+1}), f_{i+1})
+         + token_weight   * CrossEntropy(softmax(lm_head(f_{i+1})), log_softmax(lm_head(head(...))))
+
+with uniform noise added to the input features, so the head tolerates its own (imperfect) predicted features
+when it drafts several tokens ahead. The target is frozen; only `fc` and the decoder layer learn.
+
+Both phases are resumable: features are written window by window into a float16 memory map under
+`<output>/.eagle-work/` (with a count of finished windows), and training saves a checkpoint (head, optimizer,
+step) every `checkpoint_steps`; running the same command again continues where it stopped. The finished head is
+written in the published EAGLE format (`config.json` + `model.safetensors`) and the work folder removed.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .eagle import EagleHead, eagle_config_from_target, save_eagle_head
+
+
+WORK_FOLDER = ".eagle-work"
+TRAINING_SUMMARY = "training_summary.json"
+
+
+@dataclass
+class EagleTrainingArguments:
+    """How to generate features and train the head (defaults suit a ~30M target on a 2-core CPU).
+
+    `max_windows` caps the number of `sequence_length`-token windows of text the target encodes; `epochs` passes
+    are made over them. `feature_weight` / `token_weight` weigh the regression and cross-entropy terms (the paper
+    uses 1.0 / 0.1); `feature_noise` is the width of the uniform noise added to input features (the paper: 0.2).
+    """
+
+    sequence_length: int = 512
+    max_windows: Optional[int] = 2000
+    epochs: float = 2.0
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    feature_weight: float = 1.0
+    token_weight: float = 0.1
+    feature_noise: float = 0.2
+    checkpoint_steps: int = 100
+    validation_windows: int = 16
+    bf16_autocast: bool = True
+    seed: int = 0
+
+
+def load_training_texts(dataset: Union[str, Path], split: str = "train", text_column: str = "text") -> List[str]:
+    """Texts to train on: a `.txt` file (one document, or documents separated by blank-line-free form feeds),
+    a `.json`/`.jsonl` file with a `text_column`, a folder of `.txt`/`.py`/`.md` files, or a `datasets` name."""
+    path = Path(dataset)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".py", ".md") and p.is_file())
+        if not files:
+            raise ValueError(f"`dataset` folder {path} holds no .txt/.py/.md files.")
+        return [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    if path.is_file():
+        if path.suffix in (".json", ".jsonl"):
+            lines = path.read_text(encoding="utf-8").splitlines() if path.suffix == ".jsonl" else None
+            records = [json.loads(line) for line in lines if line.strip()] if lines is not None else json.loads(
+                path.read_text(encoding="utf-8"))
+            try:
+                return [str(record[text_column]) for record in records]
+            except (KeyError, TypeError):
+                raise ValueError(f"`dataset` {path}: every record needs a {text_column!r} field (`--text-column`).")
+        return [document for document in path.read_text(encoding="utf-8", errors="replace").split("\f")
+                if document.strip()]
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"`dataset` {dataset!r} is not a file or folder, and the `datasets` package is not installed "
+                         "to load it by name (pip install datasets).")
+    loaded = datasets.load_dataset(str(dataset), split=split)
+    if text_column not in loaded.column_names:
+        raise ValueError(f"`dataset` {dataset!r} has no column {text_column!r}; pick one of {loaded.column_names} "
+                         "with `--text-column`.")
+    return [str(text) for text in loaded[text_column]]
+
+
+def _token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Optional[int], seed: int) -> np.ndarray:
+    eos = tokenizer.eos_token_id
+    pieces = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        pieces.append(np.asarray(ids + ([eos] if eos is not None else []), dtype=np.int64))
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    count = len(stream) // length
+    if count < 2:
+        raise ValueError(f"The training text holds {len(stream)} tokens, fewer than two windows of "
+                         f"sequence_length={length}; give more text or a smaller `sequence_length`.")
+    windows = stream[: count * length].reshape(count, length)
+    order = np.random.default_rng(seed).permutation(count)
+    if max_windows is not None:
+        order = order[:max_windows]
+    return windows[order]
+
+
+class FeatureStore:
+    """The target's features for each training window, in float16 memory maps, filled resumably."""
+
+    def __init__(self, folder: Path, windows: np.ndarray, hidden_size: int):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        count, length = windows.shape
+        meta_path = folder / "features.json"
+        meta = {"windows": count, "length": length, "hidden_size": hidden_size,
+                "tokens_checksum": int(windows[:, :8].sum() % 1_000_000_007)}
+        previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        fresh = previous is None or {k: previous.get(k) for k in meta} != meta
+        mode = "w+" if fresh else "r+"
+        self.tokens = np.lib.format.open_memmap(folder / "tokens.npy", mode=mode, dtype=np.int64, shape=windows.shape)
+        self.features = np.lib.format.open_memmap(folder / "features.npy", mode=mode, dtype=np.float16,
+                                                  shape=(count, length, hidden_size))
+        if fresh:
+            self.tokens[:] = windows
+            self.tokens.flush()
+            meta["done"] = 0
+            _write_json(meta_path, meta)
+        self.meta_path = meta_path
+        self.done = json.loads(meta_path.read_text())["done"]
+
+    def mark_done(self, done: int) -> None:
+        self.features.flush()
+        meta = json.loads(self.meta_path.read_text())
+        meta["done"] = done
+        _write_json(self.meta_path, meta)
+        self.done = done
+
+
+@torch.no_grad()
+def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocast: bool, progress: bool) -> None:
+    """Run the target over every window not done yet and store its last hidden state (after the final norm)."""
+    decoder = target.get_decoder()
+    total = len(store.tokens)
+    bar = tqdm(total=total, initial=store.done, desc="target features", unit="window", disable=not progress)
+    while store.done < total:
+        end = min(store.done + batch_size, total)
+        ids = torch.from_numpy(np.asarray(store.tokens[store.done : end]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast):
+            hidden = decoder(input_ids=ids).last_hidden_state
+        store.features[store.done : end] = hidden.float().numpy().astype(np.float16)
+        bar.update(end - store.done)
+        store.mark_done(end)
+    bar.close()
+
+
+def _causal_mask(length: int) -> torch.Tensor:
+    mask = torch.full((length, length), torch.finfo(torch.float32).min).triu(1)
+    return mask[None, None]
+
+
+def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
+               feature_weight: float = 1.0, token_weight: float = 0.1):
+    """The EAGLE training loss on a batch of windows (`tokens` `[b, T]`, target `features` `[b, T, hidden]`).
+
+    Returns `(loss, feature_loss, token_loss, top1_accuracy)`; accuracy is how often the head's argmax token
+    equals the target's (the chance a first drafted token is accepted under greedy decoding).
+    """
+    inputs = features[:, :-1]
+    if noise > 0:
+        inputs = inputs + (torch.rand_like(inputs) - 0.5) * noise
+    length = tokens.shape[1] - 1
+    positions = torch.arange(length)[None].expand(tokens.shape[0], -1)
+    predicted = head(tokens[:, 1:], inputs, positions, _causal_mask(length))
+    wanted = features[:, 1:]
+    feature_loss = F.smooth_l1_loss(predicted.float(), wanted.float())
+    with torch.no_grad():
+        target_probs = F.softmax(head.lm_head(wanted).float(), dim=-1)
+    log_q = F.log_softmax(head.lm_head(predicted).float(), dim=-1)
+    token_loss = -(target_probs * log_q).sum(-1).mean()
+    accuracy = (log_q.argmax(-1) == target_probs.argmax(-1)).float().mean()
+    return feature_weight * feature_loss + token_weight * token_loss, feature_loss, token_loss, accuracy
+
+
+def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def train_eagle_head(
+    model: Union[str, Path],
+    texts: Sequence[str],
+    output_dir: Union[str, Path],
+    arguments: EagleTrainingArguments = EagleTrainingArguments(),
+    progress: bool = True,
+) -> dict:
+    """Train an EAGLE head for the transformers causal LM `model` on `texts`; write it to `output_dir`.
+
+    Returns the training summary (also written to `output_dir/training_summary.json`): steps, final losses and
+    the held-out top-1 agreement of the head with the target.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output_dir = Path(output_dir)
+    work = output_dir / WORK_FOLDER
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    target = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    for parameter in target.parameters():
+        parameter.requires_grad_(False)
+    config = target.config
+
+    windows = _token_windows(tokenizer, texts, arguments.sequence_length + 1, arguments.max_windows, arguments.seed)
+    validation_count = min(arguments.validation_windows, max(1, len(windows) // 10))
+    store = FeatureStore(work, windows, config.hidden_size)
+    generate_features(target, store, arguments.batch_size, arguments.bf16_autocast, progress)
+    training_ids = np.arange(validation_count, len(windows))
+    validation_ids = np.arange(validation_count)
+
+    torch.manual_seed(arguments.seed)
+    head = EagleHead(eagle_config_from_target(config)).attach_target(target)
+    del target
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=arguments.learning_rate, weight_decay=arguments.weight_decay,
+                                  betas=(0.9, 0.95))
+    steps_per_epoch = max(1, len(training_ids) // arguments.batch_size)
+    steps = max(1, int(round(arguments.epochs * steps_per_epoch)))
+    checkpoint_path = work / "checkpoint.pt"
+    signature = {"arguments": dataclasses.asdict(arguments), "windows": len(windows)}
+    step = 0
+    if checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if checkpoint.get("signature") == signature:
+            head.load_state_dict(checkpoint["head"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            step = checkpoint["step"]
+    head.train()
+    bar = tqdm(total=steps, initial=step, desc="training EAGLE head", unit="step", disable=not progress)
+    running = None
+    while step < steps:
+        epoch, index_in_epoch = divmod(step, steps_per_epoch)
+        order = np.random.default_rng(arguments.seed + 1 + epoch).permutation(training_ids)
+        batch_ids = np.sort(order[index_in_epoch * arguments.batch_size : (index_in_epoch + 1) * arguments.batch_size])
+        tokens = torch.from_numpy(np.asarray(store.tokens[batch_ids]))
+        features = torch.from_numpy(np.asarray(store.features[batch_ids], dtype=np.float32))
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, steps, arguments.learning_rate, arguments.warmup_steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arguments.bf16_autocast):
+            loss, feature_loss, token_loss, accuracy = eagle_loss(
+                head, tokens, features, arguments.feature_noise, arguments.feature_weight, arguments.token_weight
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 0.5)
+        optimizer.step()
+        step += 1
+        values = np.array([feature_loss.item(), token_loss.item(), accuracy.item()])
+        running = values if running is None else 0.95 * running + 0.05 * values
+        bar.set_postfix(feature=f"{running[0]:.4f}", token=f"{running[1]:.3f}", top1=f"{running[2]:.3f}")
+        bar.update(1)
+        if step % arguments.checkpoint_steps == 0 or step == steps:
+            _save_checkpoint(checkpoint_path, {"signature": signature, "head": head.state_dict(),
+                                               "optimizer": optimizer.state_dict(), "step": step})
+    bar.close()
+    head.eval()
+
+    with torch.no_grad():
+        scores = []
+        for start in range(0, len(validation_ids), arguments.batch_size):
+            ids = validation_ids[start : start + arguments.batch_size]
+            tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
+            features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
+            _, feature_loss, token_loss, accuracy = eagle_loss(head, tokens, features)
+            scores.append([feature_loss.item(), token_loss.item(), accuracy.item()])
+        validation = np.mean(scores, axis=0)
+    summary = {
+        "steps": steps,
+        "training_windows": len(training_ids),
+        "validation_windows": len(validation_ids),
+        "sequence_length": arguments.sequence_length,
+        "validation_feature_loss": round(float(validation[0]), 5),
+        "validation_token_loss": round(float(validation[1]), 4),
+        "validation_top1_agreement": round(float(validation[2]), 4),
+        "seconds": round(time.time() - started, 1),
+        "arguments": dataclasses.asdict(arguments),
+    }
+    save_eagle_head(head, output_dir / ".eagle-head-staging")
+    for entry in (output_dir / ".eagle-head-staging").iterdir():
+        os.replace(entry, output_dir / entry.name)
+    shutil.rmtree(output_dir / ".eagle-head-staging", ignore_errors=True)
+    _write_json(output_dir / TRAINING_SUMMARY, summary)
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
