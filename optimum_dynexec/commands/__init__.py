@@ -9,6 +9,7 @@ from .benchmark import BenchmarkCommand
 from .export import ExportDynexecCommand
 from .calibrate_exits import CalibrateExitsCommand
 from .train_exits import TrainExitsCommand
+from .train_eagle import TrainEagleCommand
 
 
 class DynexecCommand(BaseOptimumCLICommand):
@@ -17,6 +18,7 @@ class DynexecCommand(BaseOptimumCLICommand):
         CommandInfo(BenchmarkCommand.COMMAND.name, BenchmarkCommand.COMMAND.help, BenchmarkCommand),
         CommandInfo(TrainExitsCommand.COMMAND.name, TrainExitsCommand.COMMAND.help, TrainExitsCommand),
         CommandInfo(CalibrateExitsCommand.COMMAND.name, CalibrateExitsCommand.COMMAND.help, CalibrateExitsCommand),
+        CommandInfo(TrainEagleCommand.COMMAND.name, TrainEagleCommand.COMMAND.help, TrainEagleCommand),
     )
 
 

@@ -1,0 +1,72 @@
+"""`optimum-cli dynexec train-eagle`: generate a target's features on a text corpus and train an EAGLE head."""
+
+from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+
+
+class TrainEagleCommand(BaseOptimumCLICommand):
+    COMMAND = CommandInfo(
+        name="train-eagle",
+        help="Train an EAGLE draft head (one decoder layer on the target's features) for a causal LM.",
+    )
+
+    @staticmethod
+    def parse_args(parser):
+        parser.add_argument("--model", required=True, help="The target: a transformers causal LM folder or hub id.")
+        parser.add_argument(
+            "--dataset",
+            required=True,
+            help="Training text: a .txt file (documents separated by form feeds), a .json/.jsonl file with a text "
+            "column, a folder of .txt/.py/.md files, `stdlib` (this Python's standard library, held-out files "
+            "excluded) or a `datasets` name.",
+        )
+        parser.add_argument("--output", required=True, help="Folder to write the head to (config.json + weights).")
+        parser.add_argument("--text-column", default="text")
+        parser.add_argument("--split", default="train", help="`datasets` split (default: train).")
+        parser.add_argument("--sequence-length", type=int, default=512)
+        parser.add_argument("--max-windows", type=int, default=2000,
+                            help="At most this many windows of text are encoded by the target (0: all).")
+        parser.add_argument("--epochs", type=float, default=2.0)
+        parser.add_argument("--batch-size", type=int, default=8)
+        parser.add_argument("--learning-rate", type=float, default=1e-3)
+        parser.add_argument("--feature-weight", type=float, default=1.0, help="Weight of the feature regression.")
+        parser.add_argument("--token-weight", type=float, default=0.1, help="Weight of the token cross-entropy.")
+        parser.add_argument("--feature-noise", type=float, default=0.2)
+        parser.add_argument("--checkpoint-steps", type=int, default=100)
+        parser.add_argument("--no-bf16", action="store_true", help="Train and encode in float32 (slower on CPUs).")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+
+    def run(self):
+        import torch
+
+        from ..speculative.eagle_training import EagleTrainingArguments, load_training_texts, train_eagle_head
+
+        args = self.args
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.dataset == "stdlib":
+            from ..fixtures import corpus
+
+            training_files, _ = corpus.split_source_files(corpus.list_source_files())
+            texts = [source.text for source in training_files]
+        else:
+            texts = load_training_texts(args.dataset, args.split, args.text_column)
+        arguments = EagleTrainingArguments(
+            sequence_length=args.sequence_length,
+            max_windows=args.max_windows or None,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            feature_weight=args.feature_weight,
+            token_weight=args.token_weight,
+            feature_noise=args.feature_noise,
+            checkpoint_steps=args.checkpoint_steps,
+            bf16_autocast=not args.no_bf16,
+            seed=args.seed,
+        )
+        summary = train_eagle_head(args.model, texts, args.output, arguments)
+        print(
+            f"Saved the EAGLE head to {args.output}: {summary['steps']} steps, held-out top-1 agreement with the "
+            f"target {summary['validation_top1_agreement']:.3f}. Use it with "
+            f"OVSpeculativeModelForCausalLM.from_pretrained({args.model!r}, export=True, eagle_head={args.output!r})."
+        )
