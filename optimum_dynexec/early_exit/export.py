@@ -1,13 +1,15 @@
 """The encoder as per-layer OpenVINO segments, each layer with its exit head.
 
-    exits/embeddings.xml   input_ids [, token_type_ids]      -> hidden_states
-    exits/layer_1.xml      hidden_states, attention_mask    -> hidden_states, logits   (logits of exit 1)
+    exits/layer_1.xml   input_ids, attention_mask [, token_type_ids] -> hidden_states, logits  (embeddings + layer 1)
+    exits/layer_2.xml   hidden_states, attention_mask                -> hidden_states, logits  (logits of exit 2)
     ...
-    exits/layer_L.xml      hidden_states, attention_mask    -> logits                  (the model's own classifier)
+    exits/layer_L.xml   hidden_states, attention_mask                -> logits                 (the model's classifier)
 
-Every segment has dynamic batch and sequence axes, so the runtime can drop rows that have exited and trim
-padding between layers. The plain full model (`openvino_model.xml`) is exported next to them by optimum-intel,
-so the folder still loads with `OVModelForSequenceClassification`.
+The embeddings are fused into the first segment and the final classifier into the last: every row runs
+them anyway, and at batch 1 each OpenVINO call costs a fixed overhead that would otherwise eat the gain of
+an early exit (see docs/early_exit.md). Every segment has dynamic batch and sequence axes, so the runtime can
+drop rows that have exited and trim padding between layers. The plain full model (`openvino_model.xml`) is
+exported next to them by optimum-intel, so the folder still loads with `OVModelForSequenceClassification`.
 """
 
 import logging
@@ -22,7 +24,6 @@ from .config import EXITS_DIR_NAME, EarlyExitConfig
 
 logger = logging.getLogger(__name__)
 
-EMBEDDINGS_SEGMENT = "embeddings"
 WEIGHT_FORMATS = (None, "fp32", "int8", "int4")
 
 
@@ -32,16 +33,7 @@ def layer_segment_name(layer: int) -> str:
 
 
 def segment_names(num_layers: int):
-    return [EMBEDDINGS_SEGMENT] + [layer_segment_name(layer) for layer in range(1, num_layers + 1)]
-
-
-class EmbeddingSegment(nn.Module):
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids, token_type_ids=None):
-        return self.encoder.embed(input_ids, token_type_ids)
+    return [layer_segment_name(layer) for layer in range(1, num_layers + 1)]
 
 
 class LayerSegment(nn.Module):
@@ -54,10 +46,20 @@ class LayerSegment(nn.Module):
         self.exit_head = exit_head
 
     def forward(self, hidden_states, attention_mask):
+        return self._layer_and_exit(hidden_states, attention_mask)
+
+    def _layer_and_exit(self, hidden_states, attention_mask):
         hidden_states = self.encoder.run_layer(self.index, hidden_states, attention_mask)
         if self.exit_head is None:
             return self.encoder.classify(hidden_states, attention_mask)
         return hidden_states, self.exit_head(hidden_states, attention_mask)
+
+
+class FirstLayerSegment(LayerSegment):
+    """The embeddings, then layer 1 and its exit."""
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return self._layer_and_exit(self.encoder.embed(input_ids, token_type_ids), attention_mask)
 
 
 def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, "openvino.Model"]:
@@ -70,22 +72,21 @@ def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, "openvino.
     example_hidden = torch.randn(2, 4, hidden_size)
     segments = {}
     with torch.no_grad():
-        embed_inputs = {"input_ids": example_ids}
-        if encoder.uses_token_type_ids:
-            embed_inputs["token_type_ids"] = torch.zeros_like(example_ids)
-        segments[EMBEDDINGS_SEGMENT] = _convert(
-            openvino, EmbeddingSegment(encoder), embed_inputs, {name: [-1, -1] for name in embed_inputs}, ["hidden_states"]
-        )
         for index in range(encoder.num_layers):
             is_last = index == encoder.num_layers - 1
-            segment = LayerSegment(encoder, index, None if is_last else exit_heads[index])
-            segments[layer_segment_name(index + 1)] = _convert(
-                openvino,
-                segment,
-                {"hidden_states": example_hidden, "attention_mask": example_mask},
-                {"hidden_states": [-1, -1, hidden_size], "attention_mask": [-1, -1]},
-                ["logits"] if is_last else ["hidden_states", "logits"],
-            )
+            exit_head = None if is_last else exit_heads[index]
+            if index == 0:
+                segment = FirstLayerSegment(encoder, index, exit_head)
+                example = {"input_ids": example_ids, "attention_mask": example_mask}
+                if encoder.uses_token_type_ids:
+                    example["token_type_ids"] = torch.zeros_like(example_ids)
+                shapes = {name: [-1, -1] for name in example}
+            else:
+                segment = LayerSegment(encoder, index, exit_head)
+                example = {"hidden_states": example_hidden, "attention_mask": example_mask}
+                shapes = {"hidden_states": [-1, -1, hidden_size], "attention_mask": [-1, -1]}
+            output_names = ["logits"] if is_last else ["hidden_states", "logits"]
+            segments[layer_segment_name(index + 1)] = _convert(openvino, segment, example, shapes, output_names)
     return segments
 
 

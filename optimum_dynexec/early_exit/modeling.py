@@ -1,6 +1,6 @@
 """`OVEarlyExitModelForSequenceClassification`: an OpenVINO sequence classifier that stops at the first confident layer.
 
-Data flow of one call: tokens -> embedding segment -> for each layer segment: run only the rows still alive,
+Data flow of one call: tokens -> (embeddings +) layer 1 -> for each next layer segment: run only the rows alive,
 take the exit's logits and their (temperature-scaled, normalised) entropy, retire the rows under the threshold,
 compact the batch (and trim padding nobody needs any more) -> the logits of the layer each row left at.
 Rows never wait for slower rows, and a row's result does not depend on what else is in its batch.
@@ -16,7 +16,7 @@ from optimum.intel import OVModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import EXITS_DIR_NAME, EarlyExitConfig, validate_entropy_threshold
-from .export import EMBEDDINGS_SEGMENT, export_early_exit, load_segments, quantize_segments, save_segments, segment_names
+from .export import export_early_exit, load_segments, quantize_segments, save_segments, segment_names
 
 
 @dataclass
@@ -137,6 +137,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
                 core.compile_model(self.exit_segments[name], self._device, ov_config).create_infer_request()
                 for name in segment_names(self.num_layers)
             ]
+            first_inputs = {name for port in self._segment_requests[0].model_inputs for name in port.get_names()}
+            self._takes_token_type_ids = "token_type_ids" in first_inputs
         # The parent checks `self.request` to know it is compiled.
         self.request = self._segment_requests[0]
 
@@ -190,18 +192,20 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         attention_mask = np.ones_like(input_ids) if attention_mask is None else _as_int64(attention_mask, "attention_mask")
         token_type_ids = None if token_type_ids is None else _as_int64(token_type_ids, "token_type_ids")
         self.compile()
-        requests = self._segment_requests
-        hidden = requests[0].infer(self._embedding_inputs(input_ids, token_type_ids))[0]
         layer_logits = []
-        for layer in range(1, self.num_layers + 1):
-            outputs = requests[layer].infer({0: hidden, 1: attention_mask})
+        hidden = None
+        for layer, request in enumerate(self._segment_requests, start=1):
+            if layer == 1:
+                outputs = request.infer(self._first_segment_inputs(input_ids, attention_mask, token_type_ids))
+            else:
+                outputs = request.infer({0: hidden, 1: attention_mask})
             layer_logits.append(np.array(outputs[len(outputs) - 1], dtype=np.float32))
             hidden = outputs[0]
         return np.stack(layer_logits)
 
-    def _embedding_inputs(self, input_ids, token_type_ids) -> dict:
-        inputs = {"input_ids": input_ids}
-        if self._segment_requests[0].model_inputs[-1].get_names() & {"token_type_ids"}:
+    def _first_segment_inputs(self, input_ids, attention_mask, token_type_ids) -> dict:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._takes_token_type_ids:
             inputs["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         return inputs
 
@@ -211,11 +215,13 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         logits_out = np.empty((batch_size, self.early_exit_config.num_labels), dtype=np.float32)
         exit_layers = np.full(batch_size, last_layer, dtype=np.int64)
 
-        hidden = requests[0].infer(self._embedding_inputs(input_ids, token_type_ids), share_inputs=True, share_outputs=True)[0]
+        first_inputs = self._first_segment_inputs(input_ids, attention_mask, token_type_ids)
         alive = np.arange(batch_size)
-        mask = attention_mask
-        for layer in range(1, last_layer + 1):
-            outputs = requests[layer].infer({0: hidden, 1: mask}, share_inputs=True, share_outputs=True)
+        mask, hidden = attention_mask, None
+        for layer, request in enumerate(requests, start=1):
+            segment_inputs = first_inputs if layer == 1 else {0: hidden, 1: mask}
+            # share_*: no copies in or out; each segment's output buffer is read before that segment runs again.
+            outputs = request.infer(segment_inputs, share_inputs=True, share_outputs=True)
             if layer == last_layer:
                 logits_out[alive] = outputs[0]
                 break
