@@ -1,0 +1,186 @@
+"""The causal-LM fixture: corpus split, editing documents, and the build/cache contract (at the tiny "test" size)."""
+
+import ast
+import json
+
+import pytest
+
+from optimum_dynexec.fixtures import causal_lm, corpus
+
+
+@pytest.fixture(scope="module")
+def source_files():
+    return corpus.list_source_files()
+
+
+def test_held_out_split_is_disjoint_deterministic_and_small(source_files):
+    training, held_out = corpus.split_source_files(source_files)
+    training_paths = {f.relative_path for f in training}
+    held_out_paths = {f.relative_path for f in held_out}
+    assert not training_paths & held_out_paths
+    assert len(training_paths) + len(held_out_paths) == len(source_files)
+    assert 0.01 < len(held_out) / len(source_files) < 0.06
+    # Deterministic: decided by the path alone, whatever order or subset the files come in.
+    again_training, again_held_out = corpus.split_source_files(list(reversed(source_files[::2])))
+    assert {f.relative_path for f in again_held_out} == held_out_paths & {f.relative_path for f in source_files[::2]}
+    assert all(not corpus.is_held_out(path) for path in training_paths)
+
+
+def test_source_listing_is_sorted_and_excludes_site_packages(source_files):
+    paths = [f.relative_path for f in source_files]
+    assert paths == sorted(paths)
+    assert not any("site-packages" in path for path in paths)
+
+
+class _RenameNames(ast.NodeTransformer):
+    def __init__(self, old_name, new_name):
+        self.old_name, self.new_name = old_name, new_name
+
+    def visit_Name(self, node):
+        if node.id == self.old_name:
+            node.id = self.new_name
+        return node
+
+    def visit_arg(self, node):
+        if node.arg == self.old_name:
+            node.arg = self.new_name
+        return node
+
+
+def test_editing_documents_are_the_snippet_with_one_variable_renamed(source_files):
+    training, _ = corpus.split_source_files(source_files)
+    examples = corpus.editing_documents(training[:60], token_fraction=0.2)
+    assert len(examples) >= 10
+    for example in examples:
+        expected_tree = _RenameNames(example.old_name, example.new_name).visit(ast.parse(example.original))
+        assert ast.dump(ast.parse(example.edited)) == ast.dump(expected_tree)
+        assert example.edited != example.original
+        assert example.new_name not in set(ast.dump(ast.parse(example.original)).split("'"))
+        assert example.document == f"{example.original}\n# --- after renaming {example.old_name} to {example.new_name} ---\n{example.edited}"
+        assert example.relative_path in {f.relative_path for f in training}
+
+
+def test_rename_leaves_attributes_strings_and_keywords_alone():
+    snippet = "def f(count):\n    total = count + obj.count\n    return g(count=count, label='count')  # count"
+    renamed = corpus.rename_identifier(snippet, "count", "value")
+    assert renamed == "def f(value):\n    total = value + obj.count\n    return g(count=value, label='count')  # count"
+
+
+def test_editing_fraction_is_close_to_requested(source_files):
+    training, _ = corpus.split_source_files(source_files)
+    subset = training[:200]
+    examples = corpus.editing_documents(subset, token_fraction=0.1)
+    editing_characters = sum(len(e.document) for e in examples)
+    source_characters = sum(len(f.text) for f in subset)
+    assert 0.08 < editing_characters / (editing_characters + source_characters) < 0.14
+
+
+def test_editing_fraction_rejects_bad_value(source_files):
+    with pytest.raises(ValueError, match="token_fraction"):
+        corpus.editing_documents(source_files[:3], token_fraction=1.5)
+
+
+def test_unknown_size_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="size="):
+        causal_lm.build_causal_lm_fixture("huge", progress=False, cache_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_fixture(tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("fixture-cache")
+    return cache_dir, causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=cache_dir)
+
+
+def test_tiny_build_gives_loadable_folders_with_a_shared_tokenizer(tiny_fixture):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, fixture = tiny_fixture
+    assert not fixture.from_cache
+    target = AutoModelForCausalLM.from_pretrained(fixture.target_dir)
+    draft = AutoModelForCausalLM.from_pretrained(fixture.draft_dir)
+    target_tokenizer = AutoTokenizer.from_pretrained(fixture.target_dir)
+    draft_tokenizer = AutoTokenizer.from_pretrained(fixture.draft_dir)
+    assert target.config.vocab_size == draft.config.vocab_size == len(target_tokenizer)
+    assert target_tokenizer.get_vocab() == draft_tokenizer.get_vocab()
+    assert target_tokenizer.eos_token_id == target.config.eos_token_id == target.generation_config.eos_token_id
+    assert target_tokenizer.pad_token_id is not None and target_tokenizer.pad_token_id != target_tokenizer.eos_token_id
+    assert sum(p.numel() for p in target.parameters()) > sum(p.numel() for p in draft.parameters())
+    code = "def add(a, b):\n    return a + b\n"
+    assert target_tokenizer.decode(target_tokenizer.encode(code, add_special_tokens=False)) == code
+
+    quality = json.loads((fixture.path / "quality.json").read_text())
+    assert quality == fixture.quality
+    assert 0.0 <= quality["greedy_agreement"] <= 1.0
+    assert quality["target_parameters"] == sum(p.numel() for p in target.parameters())
+
+
+def test_second_call_is_a_cache_hit(tiny_fixture):
+    cache_dir, first = tiny_fixture
+    weights = first.target_dir / "model.safetensors"
+    modified = weights.stat().st_mtime_ns
+    second = causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=cache_dir)
+    assert second.from_cache
+    assert second.path == first.path
+    assert weights.stat().st_mtime_ns == modified
+
+
+def test_recipe_change_changes_the_cache_entry():
+    recipe = causal_lm.RECIPES["test"]
+    changed = causal_lm.dataclasses.replace(recipe, target_steps=recipe.target_steps + 1)
+    assert causal_lm.recipe_key(recipe, "corpus") != causal_lm.recipe_key(changed, "corpus")
+    assert causal_lm.recipe_key(recipe, "corpus") != causal_lm.recipe_key(recipe, "other corpus")
+
+
+def test_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(causal_lm, "_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=tmp_path)
+    entries = [p for p in (tmp_path / "causal-lm").iterdir() if not p.name.endswith(".lock")]
+    assert entries == []
+
+
+def test_terminated_build_cleans_up_its_own_and_abandoned_staging(tmp_path, monkeypatch, source_files):
+    import os
+    import signal
+
+    key = causal_lm.recipe_key(causal_lm.RECIPES["test"], corpus.corpus_fingerprint(source_files))
+    abandoned = tmp_path / "causal-lm" / f".test-{key}.killed9"  # what `kill -9` during a build leaves
+    abandoned.mkdir(parents=True)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(causal_lm, "_train", terminated)
+    with pytest.raises(KeyboardInterrupt):
+        causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=tmp_path)
+    assert [p for p in (tmp_path / "causal-lm").iterdir() if not p.name.endswith(".lock")] == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_evaluation_prompts_come_from_held_out_files(tiny_fixture, source_files):
+    _, fixture = tiny_fixture
+    _, held_out = corpus.split_source_files(source_files)
+    held_out_text = "\n".join(f.text for f in held_out)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    completions = causal_lm.evaluation_prompts(fixture, "completion", 3, seed=1)
+    assert completions == causal_lm.evaluation_prompts(fixture, "completion", 3, seed=1)
+    for prompt in completions:
+        assert prompt.endswith("\n") and prompt in held_out_text
+        assert 100 <= len(tokenizer.encode(prompt, add_special_tokens=False)) <= 420  # lines re-tokenize jointly
+
+    edits = causal_lm.evaluation_edit_examples(fixture, 3)
+    assert [e.prompt for e in edits] == causal_lm.evaluation_prompts(fixture, "editing", 3)
+    assert all(corpus.is_held_out(e.relative_path) for e in edits)
+    assert all(e.prompt.endswith(f"# --- after renaming {e.old_name} to {e.new_name} ---\n") for e in edits)
+
+    random_prompts = causal_lm.evaluation_prompts(fixture, "random", 2, seed=3)
+    assert random_prompts == causal_lm.evaluation_prompts(fixture, "random", 2, seed=3)
+    assert random_prompts != causal_lm.evaluation_prompts(fixture, "random", 2, seed=4)
+
+    with pytest.raises(ValueError, match="task="):
+        causal_lm.evaluation_prompts(fixture, "translation", 1)
