@@ -10,6 +10,8 @@ from .export import ExportDynexecCommand
 from .calibrate_exits import CalibrateExitsCommand
 from .train_exits import TrainExitsCommand
 from .train_eagle import TrainEagleCommand
+from .label_steps import LabelStepsCommand
+from .train_step_predictor import TrainStepPredictorCommand
 
 
 class DynexecCommand(BaseOptimumCLICommand):
@@ -18,6 +20,8 @@ class DynexecCommand(BaseOptimumCLICommand):
         CommandInfo(BenchmarkCommand.COMMAND.name, BenchmarkCommand.COMMAND.help, BenchmarkCommand),
         CommandInfo(TrainExitsCommand.COMMAND.name, TrainExitsCommand.COMMAND.help, TrainExitsCommand),
         CommandInfo(CalibrateExitsCommand.COMMAND.name, CalibrateExitsCommand.COMMAND.help, CalibrateExitsCommand),
+        CommandInfo(LabelStepsCommand.COMMAND.name, LabelStepsCommand.COMMAND.help, LabelStepsCommand),
+        CommandInfo(TrainStepPredictorCommand.COMMAND.name, TrainStepPredictorCommand.COMMAND.help, TrainStepPredictorCommand),
         CommandInfo(TrainEagleCommand.COMMAND.name, TrainEagleCommand.COMMAND.help, TrainEagleCommand),
     )
 
