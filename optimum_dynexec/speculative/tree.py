@@ -12,7 +12,7 @@ verification call row 0 is the root and row `i + 1` node `i`.
 """
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -22,11 +22,13 @@ from .sampling import sample
 @dataclass
 class DraftTree:
     """Drafted tokens in tree form: node `i` is `tokens[i]`, a child of node `parents[i]` (`-1`: of the root),
-    at `depths[i]` (1 for the root's children). A chain is the tree whose `parents` are `-1, 0, 1, ...`."""
+    at `depths[i]` (1 for the root's children), drafted with cumulative log-probability `scores[i]` (if known).
+    A chain is the tree whose `parents` are `-1, 0, 1, ...`."""
 
     tokens: np.ndarray
     parents: np.ndarray
     depths: np.ndarray
+    scores: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -43,7 +45,8 @@ class DraftTree:
             return self
         new_index = np.cumsum(keep) - 1
         parents = np.where(self.parents[keep] >= 0, new_index[np.maximum(self.parents[keep], 0)], -1)
-        return DraftTree(self.tokens[keep], parents, self.depths[keep])
+        return DraftTree(self.tokens[keep], parents, self.depths[keep],
+                         None if self.scores is None else self.scores[keep])
 
     def visibility(self) -> np.ndarray:
         """`[n + 1, n + 1]` booleans, root first: row `r` sees column `c` iff `c` is `r` or one of its ancestors."""
@@ -119,7 +122,7 @@ class TreeCandidates:
         tree_parents = np.where(parents >= 0, new_index[np.maximum(parents, 0)], -1)
         if (tree_parents[parents >= 0] < 0).any():  # cannot happen with finite scores; keep the tree valid anyway
             raise RuntimeError("Draft tree re-ranking dropped a parent of a kept node.")
-        return DraftTree(self.tokens[order].copy(), tree_parents, depths[order].copy())
+        return DraftTree(self.tokens[order].copy(), tree_parents, depths[order].copy(), scores[order].copy())
 
     def _grow(self, needed: int) -> None:
         if needed <= len(self.tokens):

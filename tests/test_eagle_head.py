@@ -1,0 +1,326 @@
+"""The EAGLE head: the published checkpoint format, its torch forward, its OpenVINO export, and training."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+from optimum_dynexec.speculative.eagle import (
+    EagleHead,
+    additive_mask,
+    eagle_config_from_target,
+    export_eagle_head,
+    export_target_with_features,
+    load_eagle_head,
+)
+from optimum_dynexec.speculative.eagle_training import (
+    EagleTrainingArguments,
+    FeatureStore,
+    eagle_loss,
+    generate_features,
+    train_eagle_head,
+)
+
+
+class PublishedEagleHead(nn.Module):
+    """An EAGLE head written the way the original code lays it out, independently of the package: `fc` on
+    `[embedding, feature]`, one LLaMA decoder layer whose input norm is skipped, the target's lm_head."""
+
+    def __init__(self, config: LlamaConfig, with_embeddings: bool, fc_bias: bool = True):
+        super().__init__()
+        config._attn_implementation = "eager"
+        if with_embeddings:
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=fc_bias)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(config, layer_idx=0)])
+        del self.layers[0].input_layernorm
+        self.rotary = LlamaRotaryEmbedding(config)
+
+    def reference_forward(self, embeddings, features, lm_head_weight):
+        """Causal forward over a whole sequence, written out by hand."""
+        layer = self.layers[0]
+        hidden = self.fc(torch.cat([embeddings, features], dim=-1))
+        length = hidden.shape[1]
+        positions = torch.arange(length)[None]
+        cos, sin = self.rotary(hidden, positions)
+        attention = layer.self_attn
+        head_dim = attention.head_dim
+        q = attention.q_proj(hidden).view(1, length, -1, head_dim).transpose(1, 2)
+        k = attention.k_proj(hidden).view(1, length, -1, head_dim).transpose(1, 2)
+        v = attention.v_proj(hidden).view(1, length, -1, head_dim).transpose(1, 2)
+
+        def rotate(x):
+            half = x.shape[-1] // 2
+            return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+        q = q * cos[:, None] + rotate(q) * sin[:, None]
+        k = k * cos[:, None] + rotate(k) * sin[:, None]
+        repeat = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        scores = q @ k.transpose(-1, -2) / head_dim**0.5
+        scores = scores.masked_fill(~torch.ones(length, length, dtype=torch.bool).tril(), float("-inf"))
+        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(1, length, -1)
+        hidden = hidden + attention.o_proj(attended)
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden, hidden @ lm_head_weight.T
+
+
+def write_published_head(target_config, folder, seed=0, fmt="safetensors", with_embeddings=False, fc_bias=True,
+                         scale=1.0):
+    """Write a random EAGLE head for `target_config` in the published format; return the torch module."""
+    config = LlamaConfig(
+        vocab_size=target_config.vocab_size, hidden_size=target_config.hidden_size,
+        intermediate_size=target_config.intermediate_size, num_hidden_layers=1,
+        num_attention_heads=target_config.num_attention_heads,
+        num_key_value_heads=target_config.num_key_value_heads,
+        max_position_embeddings=target_config.max_position_embeddings, rms_norm_eps=target_config.rms_norm_eps,
+    )
+    torch.manual_seed(seed)
+    module = PublishedEagleHead(config, with_embeddings, fc_bias).eval()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    config_dict = config.to_dict()
+    config_dict.pop("_attn_implementation", None)
+    (folder / "config.json").write_text(json.dumps(config_dict))
+    state = {name: tensor.contiguous() for name, tensor in module.state_dict().items()
+             if not name.startswith("rotary")}
+    assert "fc.weight" in state and "layers.0.self_attn.q_proj.weight" in state
+    assert not any("input_layernorm" in name for name in state)
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, folder / "model.safetensors")
+    else:
+        torch.save(state, folder / "pytorch_model.bin")
+    return module
+
+
+@pytest.fixture(scope="module")
+def target(tiny_models):
+    path = tiny_models.checkpoint("llama")
+    return path, AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+@pytest.mark.parametrize("fmt,with_embeddings,fc_bias", [("safetensors", False, True), ("bin", True, False)])
+def test_published_head_loads_and_computes_what_the_original_layout_computes(target, tmp_path, fmt,
+                                                                             with_embeddings, fc_bias):
+    _, model = target
+    published = write_published_head(model.config, tmp_path / "head", fmt=fmt, with_embeddings=with_embeddings,
+                                     fc_bias=fc_bias)
+    head = load_eagle_head(tmp_path / "head", model)
+    assert not head.has_input_layernorm and (head.fc.bias is not None) == fc_bias
+    assert torch.equal(head.lm_head.weight, model.lm_head.weight)
+    expected_embeddings = published.embed_tokens.weight if with_embeddings else model.get_input_embeddings().weight
+    assert torch.equal(head.embed_tokens.weight, expected_embeddings)
+
+    tokens = torch.randint(3, model.config.vocab_size, (1, 12))
+    features = torch.randn(1, 12, model.config.hidden_size)
+    with torch.no_grad():
+        expected_hidden, expected_logits = published.reference_forward(
+            expected_embeddings[tokens], features, model.lm_head.weight
+        )
+        mask = torch.from_numpy(additive_mask(np.tri(12, dtype=bool)))
+        hidden = head(tokens, features, torch.arange(12)[None], mask)
+    assert torch.allclose(hidden, expected_hidden, atol=1e-5)
+    assert torch.allclose(head.lm_head(hidden), expected_logits, atol=1e-4)
+
+
+def test_loader_names_what_is_wrong(target, tmp_path):
+    _, model = target
+    write_published_head(model.config, tmp_path / "two_layers")
+    config = json.loads((tmp_path / "two_layers" / "config.json").read_text())
+    config["num_hidden_layers"] = 2
+    (tmp_path / "two_layers" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="num_hidden_layers=2"):
+        load_eagle_head(tmp_path / "two_layers", model)
+
+    from safetensors.torch import load_file, save_file
+
+    write_published_head(model.config, tmp_path / "no_fc")
+    state = load_file(tmp_path / "no_fc" / "model.safetensors")
+    del state["fc.weight"]
+    save_file(state, tmp_path / "no_fc" / "model.safetensors")
+    with pytest.raises(ValueError, match="fc.weight"):
+        load_eagle_head(tmp_path / "no_fc", model)
+
+    wider = LlamaConfig(**{**model.config.to_dict(), "hidden_size": 64, "intermediate_size": 96})
+    write_published_head(wider, tmp_path / "wider")
+    with pytest.raises(ValueError, match="hidden_size=64"):
+        load_eagle_head(tmp_path / "wider", model)
+    with pytest.raises(ValueError, match="config.json"):
+        load_eagle_head(tmp_path, model)
+
+
+def _run(compiled, inputs, past):
+    request = compiled.create_infer_request()
+    request.infer({**inputs, **past})
+    outputs = {port.get_any_name(): request.get_tensor(port).data.copy() for port in compiled.outputs}
+    return outputs
+
+
+def test_openvino_head_scores_a_tree_after_a_cache_like_torch(target, tmp_path):
+    """The exported head with a past and a tree mask equals the torch head on each root-to-node sequence."""
+    _, model = target
+    write_published_head(model.config, tmp_path / "head")
+    head = load_eagle_head(tmp_path / "head", model)
+    compiled = ov.Core().compile_model(export_eagle_head(head), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    hidden_size = model.config.hidden_size
+    rng = np.random.default_rng(0)
+    past_tokens = rng.integers(3, 100, 7)
+    past_features = rng.normal(size=(7, hidden_size)).astype(np.float32)
+    kv_heads, head_dim = model.config.num_key_value_heads, hidden_size // model.config.num_attention_heads
+    empty = {f"past_key_values.0.{kind}": np.zeros((1, kv_heads, 0, head_dim), np.float32) for kind in ("key", "value")}
+    first = _run(compiled, {"input_ids": past_tokens[None], "features": past_features[None],
+                            "position_ids": np.arange(7)[None], "attention_mask": additive_mask(np.tri(7, dtype=bool))},
+                 empty)
+    past = {f"past_key_values.0.{kind}": first[f"present.0.{kind}"] for kind in ("key", "value")}
+    # Two siblings, then a child of the second: rows see the past, their ancestors and themselves.
+    tree_tokens = np.array([40, 41, 42])
+    tree_features = rng.normal(size=(3, hidden_size)).astype(np.float32)
+    tree_positions = np.array([7, 7, 8])
+    visible = np.ones((3, 10), dtype=bool)
+    visible[:, 7:] = [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    tree = _run(compiled, {"input_ids": tree_tokens[None], "features": tree_features[None],
+                           "position_ids": tree_positions[None], "attention_mask": additive_mask(visible)}, past)
+    for row, path in enumerate([[0], [1], [1, 2]]):
+        tokens = np.concatenate([past_tokens, tree_tokens[path]])
+        features = np.concatenate([past_features, tree_features[path]])
+        length = len(tokens)
+        with torch.no_grad():
+            hidden = head(torch.from_numpy(tokens)[None], torch.from_numpy(features)[None],
+                          torch.arange(length)[None], torch.from_numpy(additive_mask(np.tri(length, dtype=bool))))
+            logits = head.lm_head(hidden)
+        assert np.allclose(tree["hidden_states"][0, row], hidden[0, -1].numpy(), atol=1e-4)
+        assert np.allclose(tree["logits"][0, row], logits[0, -1].numpy(), atol=1e-3)
+
+
+def test_openvino_target_returns_the_features_that_feed_lm_head(target):
+    _, model = target
+    compiled = ov.Core().compile_model(export_target_with_features(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    tokens = torch.randint(3, model.config.vocab_size, (1, 9))
+    layers, kv_heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    empty = {f"past_key_values.{i}.{kind}": np.zeros((1, kv_heads, 0, head_dim), np.float32)
+             for i in range(layers) for kind in ("key", "value")}
+    outputs = _run(compiled, {"input_ids": tokens.numpy(), "position_ids": np.arange(9)[None],
+                              "attention_mask": additive_mask(np.tri(9, dtype=bool))}, empty)
+    with torch.no_grad():
+        hidden = model.model(tokens).last_hidden_state
+        logits = model.lm_head(hidden)
+    assert np.allclose(outputs["hidden_states"], hidden.numpy(), atol=1e-5)
+    assert np.allclose(outputs["logits"], logits.numpy(), atol=1e-4)
+    assert outputs["present.0.key"].shape == (1, kv_heads, 9, head_dim)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def text_target(tmp_path_factory):
+    """A tiny target with a real tokenizer (trained on a few stdlib files), and those files as training text."""
+    from optimum_dynexec.fixtures import corpus
+    from optimum_dynexec.fixtures.causal_lm import train_tokenizer
+
+    folder = tmp_path_factory.mktemp("text_target")
+    texts = [source.text for source in corpus.list_source_files()[:30]]
+    tokenizer = train_tokenizer(texts, 300, 512, progress=False)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # sharper logits: a target with preferences the head can learn
+        model.lm_head.weight.mul_(8.0)
+    model.save_pretrained(folder / "target")
+    tokenizer.save_pretrained(folder / "target")
+    text_file = folder / "train.txt"
+    text_file.write_text("\f".join(texts))
+    return folder / "target", texts, text_file
+
+
+def _agreement(head, store, windows):
+    with torch.no_grad():
+        tokens = torch.from_numpy(np.asarray(store.tokens[windows]))
+        features = torch.from_numpy(np.asarray(store.features[windows], dtype=np.float32))
+        return eagle_loss(head, tokens, features)[3].item()
+
+
+def test_train_eagle_cli_writes_a_loadable_head_that_agrees_with_the_target(text_target, tmp_path):
+    target_dir, _, text_file = text_target
+    output = tmp_path / "head"
+    command = [sys.executable, "-m", "optimum.commands.optimum_cli", "dynexec", "train-eagle", "--model",
+               str(target_dir), "--dataset", str(text_file), "--output", str(output), "--sequence-length", "64",
+               "--max-windows", "200", "--epochs", "4", "--batch-size", "8", "--learning-rate", "3e-3",
+               "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors", "training_summary.json"]
+    summary = json.loads((output / "training_summary.json").read_text())
+
+    model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    trained = load_eagle_head(output, model)
+    untrained = EagleHead(eagle_config_from_target(model.config)).attach_target(model).eval()
+    # Fresh held-out windows the head never saw (the tail of the text: training used a seeded subset).
+    store = FeatureStore(tmp_path / "eval", _held_out_windows(target_dir, text_file), model.config.hidden_size)
+    generate_features(model, store, batch_size=8, bf16_autocast=False, progress=False)
+    trained_agreement = _agreement(trained, store, np.arange(len(store.tokens)))
+    untrained_agreement = _agreement(untrained, store, np.arange(len(store.tokens)))
+    assert trained_agreement > max(0.08, 10 * untrained_agreement), (trained_agreement, untrained_agreement)
+    assert abs(summary["validation_top1_agreement"] - trained_agreement) < 0.25
+
+
+def _held_out_windows(target_dir, text_file):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    ids = tokenizer(text_file.read_text()[-20000:], add_special_tokens=False)["input_ids"]
+    count = len(ids) // 65
+    return np.asarray(ids[: count * 65], dtype=np.int64).reshape(count, 65)[:16]
+
+
+def test_training_resumes_from_its_checkpoint_and_features(text_target, tmp_path, monkeypatch):
+    """A second run with the same arguments reuses the stored features and continues from the checkpoint."""
+    import optimum_dynexec.speculative.eagle_training as training
+
+    target_dir, texts, _ = text_target
+    arguments = EagleTrainingArguments(sequence_length=32, max_windows=40, epochs=1, batch_size=8,
+                                       checkpoint_steps=2, validation_windows=4, learning_rate=3e-3)
+    steps_done = []
+    original_step = torch.optim.AdamW.step
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupting_step(self, *args, **kwargs):
+        steps_done.append(1)
+        if len(steps_done) == 3:
+            raise Interrupted
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupting_step)
+    with pytest.raises(Interrupted):
+        train_eagle_head(target_dir, texts, tmp_path / "head", arguments, progress=False)
+    assert (tmp_path / "head" / training.WORK_FOLDER / "checkpoint.pt").is_file()
+    assert not (tmp_path / "head" / "config.json").exists()  # nothing half-written where the head goes
+
+    encoded = []
+    original_generate = training.generate_features
+    monkeypatch.setattr(training, "generate_features",
+                        lambda target, store, *a: (encoded.append(store.done), original_generate(target, store, *a)))
+    steps_done.clear()
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (steps_done.append(1),
+                                                                          original_step(self, *a, **k))[1])
+    summary = train_eagle_head(target_dir, texts, tmp_path / "head", arguments, progress=False)
+    assert encoded == [40]  # every window's features were already stored
+    assert len(steps_done) == summary["steps"] - 2  # resumed after the checkpoint at step 2
+    assert not (tmp_path / "head" / training.WORK_FOLDER).exists()
+    assert (tmp_path / "head" / "model.safetensors").is_file()
