@@ -67,7 +67,8 @@ def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, "openvino.
     import openvino
 
     hidden_size = encoder.hidden_size
-    example_ids = torch.tensor([[101, 2023, 2003, 102], [101, 2023, 102, 0]], dtype=torch.long)
+    # Small ids exist in every vocabulary; the values only steer tracing, the shapes are made dynamic below.
+    example_ids = torch.tensor([[2, 5, 6, 3], [2, 5, 3, 0]], dtype=torch.long)
     example_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
     example_hidden = torch.randn(2, 4, hidden_size)
     segments = {}

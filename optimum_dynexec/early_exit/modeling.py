@@ -196,9 +196,9 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         hidden = None
         for layer, request in enumerate(self._segment_requests, start=1):
             if layer == 1:
-                outputs = request.infer(self._first_segment_inputs(input_ids, attention_mask, token_type_ids))
+                outputs = request.infer(self._first_segment_inputs(input_ids, attention_mask, token_type_ids), share_inputs=True)
             else:
-                outputs = request.infer({0: hidden, 1: attention_mask})
+                outputs = request.infer({0: hidden, 1: attention_mask}, share_inputs=True)
             layer_logits.append(np.array(outputs[len(outputs) - 1], dtype=np.float32))
             hidden = outputs[0]
         return np.stack(layer_logits)
@@ -238,7 +238,9 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
             # Rows that left may have been the long ones: drop the trailing columns no remaining row attends to.
             used_columns = int(np.flatnonzero(mask.any(axis=0))[-1]) + 1
             if used_columns < mask.shape[1]:
-                hidden, mask = hidden[:, :used_columns], mask[:, :used_columns]
+                # Contiguous, so OpenVINO can share them: a request must never mix shared and copied inputs.
+                hidden = np.ascontiguousarray(hidden[:, :used_columns])
+                mask = np.ascontiguousarray(mask[:, :used_columns])
         return logits_out, exit_layers
 
     def _normalised_entropy(self, logits: np.ndarray, layer: int) -> np.ndarray:

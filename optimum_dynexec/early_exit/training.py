@@ -109,6 +109,7 @@ def train_exits(
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
     encoder = LayeredEncoder(model)
     heads = build_exit_heads(encoder.hidden_size, len(label2id), encoder.num_layers, arguments.pooling)
+    resumed = _resume_heads(model_name_or_path, heads, keeps_labels, arguments.pooling, encoder.num_layers)
 
     train_set = _encode(tokenizer, train_texts, [label2id[label] for label in train_labels], arguments.max_length)
     validation_set = _encode(
@@ -142,6 +143,7 @@ def train_exits(
         training={
             "arguments": asdict(arguments),
             "base_model": str(model_name_or_path),
+            "resumed_exit_heads": resumed,
             "train_examples": len(train_texts),
             "validation_examples": len(validation_texts),
             "validation_accuracy_per_layer": accuracies,
@@ -180,6 +182,22 @@ def load_exit_checkpoint(model_dir):
     heads = build_exit_heads(encoder.hidden_size, config.num_labels, config.num_layers, config.pooling)
     heads.load_state_dict(load_file(str(weights)))
     return encoder, heads.eval(), config
+
+
+def _resume_heads(model_name_or_path, heads, keeps_labels, pooling, num_layers) -> bool:
+    """Start from the exit heads of a `train-exits` checkpoint when it has compatible ones (same labels/pooling)."""
+    from safetensors.torch import load_file
+
+    folder = Path(model_name_or_path)
+    weights = folder / EXITS_DIR_NAME / EXIT_HEADS_WEIGHTS_NAME
+    if not (keeps_labels and weights.is_file() and (folder / "early_exit_config.json").is_file()):
+        return False
+    previous = EarlyExitConfig.load(folder)
+    if previous.pooling != pooling or previous.num_layers != num_layers:
+        return False
+    heads.load_state_dict(load_file(str(weights)))
+    tqdm.write(f"continuing from the exit heads in {weights}")
+    return True
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:

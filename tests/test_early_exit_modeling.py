@@ -1,0 +1,171 @@
+"""OVEarlyExitModelForSequenceClassification: exactness, batch == rows one by one, save/load, pipeline, errors."""
+
+import numpy as np
+import openvino
+import pytest
+import torch
+from test_early_exit_helpers import FAMILIES, exported_folder, synthetic_task, trained_checkpoint
+from transformers import AutoTokenizer
+
+from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification, export_early_exit
+from optimum_dynexec.early_exit.calibration import exit_layers_at, normalised_entropies
+
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+TEXTS = synthetic_task(24, seed=7)[0] + ["red", "the of and to in is it for on with as at by this that sky"]
+
+
+@pytest.fixture(scope="module")
+def folder():
+    return exported_folder("bert")
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(folder):
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _mixed_thresholds(model, encoded):
+    """Thresholds (quantiles of the layer-1/2 entropies) under which rows of the batch leave at different layers."""
+    entropies = normalised_entropies(model.exit_logits_per_layer(**encoded), model.early_exit_config.exit_temperatures)
+    return sorted({float(np.quantile(entropies[:-1], q)) for q in (0.2, 0.4, 0.6, 0.8)})
+
+
+def test_threshold_zero_reproduces_the_plain_optimum_intel_model(folder, model, tokenizer):
+    from optimum.intel import OVModelForSequenceClassification
+
+    plain = OVModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32)
+    encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    output = model(**encoded, entropy_threshold=0.0, output_exit_layers=True)
+    np.testing.assert_allclose(output.logits, plain(**encoded).logits, atol=1e-5)
+    assert (output.exit_layers == model.num_layers).all()
+
+
+@pytest.mark.parametrize("padding_side", ["right"])
+def test_batch_results_equal_rows_run_one_by_one(model, tokenizer, padding_side):
+    tokenizer.padding_side = padding_side
+    encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    thresholds = _mixed_thresholds(model, encoded)
+    saw_mixed_exits = False
+    for threshold in thresholds:
+        batch = model(**encoded, entropy_threshold=threshold, output_exit_layers=True)
+        saw_mixed_exits |= len(set(batch.exit_layers.tolist())) > 1
+        for row, text in enumerate(TEXTS):
+            single = model(**tokenizer([text], return_tensors="np"), entropy_threshold=threshold, output_exit_layers=True)
+            assert batch.exit_layers[row] == single.exit_layers[0], (threshold, text)
+            np.testing.assert_allclose(batch.logits[row], single.logits[0], atol=1e-5)
+    tokenizer.padding_side = "right"
+    assert saw_mixed_exits, "the fixture should make rows of one batch leave at different layers"
+
+
+def test_runtime_exits_where_the_calibration_simulation_says(model, tokenizer):
+    encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    entropies = normalised_entropies(model.exit_logits_per_layer(**encoded), model.early_exit_config.exit_temperatures)
+    for threshold in _mixed_thresholds(model, encoded):
+        output = model(**encoded, entropy_threshold=threshold, output_exit_layers=True)
+        np.testing.assert_array_equal(output.exit_layers, exit_layers_at(entropies, threshold))
+
+
+def test_threshold_one_leaves_every_row_at_the_first_layer(model, tokenizer):
+    encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    first_layer_logits = model.exit_logits_per_layer(**encoded)[0]
+    output = model(**encoded, entropy_threshold=1.0, output_exit_layers=True)
+    assert (output.exit_layers == 1).all()
+    np.testing.assert_allclose(output.logits, first_layer_logits, atol=1e-5)
+
+
+def test_torch_in_torch_out_and_exit_layers_only_on_request(model, tokenizer):
+    encoded = tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    output = model(**encoded)
+    assert isinstance(output.logits, torch.Tensor) and output.logits.shape == (3, 3)
+    assert output.exit_layers is None
+
+
+def test_save_pretrained_round_trip_keeps_threshold_and_plain_loading(model, tokenizer, tmp_path):
+    from optimum.intel import OVModelForSequenceClassification
+
+    model.entropy_threshold = 0.37
+    model.save_pretrained(tmp_path)
+    model.entropy_threshold = 0.0
+    assert (tmp_path / "openvino_model.xml").is_file() and (tmp_path / "early_exit_config.json").is_file()
+    assert sorted(path.name for path in (tmp_path / "exits").glob("*.xml")) == ["layer_1.xml", "layer_2.xml", "layer_3.xml"]
+    reloaded = OVEarlyExitModelForSequenceClassification.from_pretrained(str(tmp_path), ov_config=F32)
+    assert reloaded.entropy_threshold == pytest.approx(0.37)
+    assert OVEarlyExitModelForSequenceClassification.from_pretrained(
+        str(tmp_path), entropy_threshold=0.1
+    ).entropy_threshold == pytest.approx(0.1)
+    encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    plain = OVModelForSequenceClassification.from_pretrained(str(tmp_path), ov_config=F32)
+    np.testing.assert_allclose(reloaded(**encoded, entropy_threshold=0.0).logits, plain(**encoded).logits, atol=1e-5)
+
+
+def test_from_pretrained_export_true_on_a_trained_checkpoint(tokenizer):
+    model = OVEarlyExitModelForSequenceClassification.from_pretrained(
+        str(trained_checkpoint("bert")), export=True, ov_config=F32, entropy_threshold=0.5
+    )
+    assert model.entropy_threshold == 0.5
+    assert model(**tokenizer(["red rose"], return_tensors="np")).logits.shape == (1, 3)
+
+
+def test_transformers_pipeline_labels_with_the_model_classes(model, tokenizer):
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer)
+    results = classifier(["the red rose", "blue sky and sea"])
+    assert [result["label"] in {"alpha", "beta", "gamma"} for result in results] == [True, True]
+    assert all(0.0 < result["score"] <= 1.0 for result in results)
+
+
+def test_load_in_8bit_compresses_every_segment(folder):
+    model = OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), load_in_8bit=True)
+    for name, segment in model.exit_segments.items():
+        weight_types = {op.get_output_element_type(0).get_type_name() for op in segment.get_ops() if op.get_type_name() == "Constant"}
+        assert weight_types & {"i8", "u8"}, name
+
+
+@pytest.mark.parametrize("family", [family for family in FAMILIES if family != "bert"])
+def test_other_families_export_exactly(family, tmp_path):
+    from optimum.intel import OVModelForSequenceClassification
+    from test_early_exit_helpers import base_classifier
+    from optimum_dynexec.early_exit.training import ExitTrainingArguments, train_exits
+
+    checkpoint = tmp_path / "exits"
+    train_exits(str(base_classifier(family)), *synthetic_task(32, 1), *synthetic_task(16, 2), checkpoint,
+                ExitTrainingArguments(epochs=1, batch_size=16))
+    export_early_exit(checkpoint, tmp_path / "ov")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ov")
+    encoded = dict(tokenizer(TEXTS[:6], padding=True, return_tensors="np"))
+    early = OVEarlyExitModelForSequenceClassification.from_pretrained(str(tmp_path / "ov"), ov_config=F32)
+    plain = OVModelForSequenceClassification.from_pretrained(str(tmp_path / "ov"), ov_config=F32)
+    np.testing.assert_allclose(early(**encoded, entropy_threshold=0.0).logits, plain(**encoded).logits, atol=1e-5)
+    rows = [early(**tokenizer([text], return_tensors="np"), entropy_threshold=1.0).logits[0] for text in TEXTS[:6]]
+    np.testing.assert_allclose(early(**encoded, entropy_threshold=1.0).logits, np.stack(rows), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m, e: m(**e, entropy_threshold=1.5), ValueError, "entropy_threshold"),
+        (lambda m, e: m(**e, entropy_threshold="high"), TypeError, "entropy_threshold"),
+        (lambda m, e: m(input_ids=e["input_ids"].astype(np.float32), attention_mask=e["attention_mask"]), TypeError, "input_ids"),
+        (lambda m, e: m(input_ids=e["input_ids"], attention_mask=e["attention_mask"][:, :2]), ValueError, "attention_mask"),
+        (lambda m, e: m(input_ids=e["input_ids"][0]), ValueError, "input_ids"),
+    ],
+)
+def test_bad_inputs_raise_errors_that_name_the_argument(model, tokenizer, call, error, message):
+    encoded = dict(tokenizer(TEXTS[:2], padding=True, return_tensors="np"))
+    with pytest.raises(error, match=message):
+        call(model, encoded)
+
+
+def test_a_folder_without_exits_says_how_to_make_them(tmp_path):
+    from optimum.intel import OVModelForSequenceClassification
+
+    plain = OVModelForSequenceClassification.from_pretrained(str(exported_folder("bert")))
+    plain.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train-exits"):
+        OVEarlyExitModelForSequenceClassification.from_pretrained(str(tmp_path))
