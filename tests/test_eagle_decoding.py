@@ -1,0 +1,276 @@
+"""EAGLE generation: tree verification and cache keeping, greedy identity, exact sampling, and the model API."""
+
+import json
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from conftest import SMALL_VOCAB_SIZE, SINGLE_THREAD, load_plain, load_speculative, new_tokens, random_prompt
+from optimum.intel import OVModelForCausalLM
+from scipy import stats as scipy_stats
+from test_eagle_head import text_target, write_published_head  # noqa: F401 (a fixture)
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from optimum_dynexec.speculative.decoding import DecodingStats
+from optimum_dynexec.speculative.eagle import export_target_with_features
+from optimum_dynexec.speculative.eagle_decoding import EagleSpeculator, TreeSession, TreeSettings, _rows
+from optimum_dynexec.speculative.sampling import SamplingSettings
+from optimum_dynexec.speculative.tree import DraftTree
+
+TREES = [TreeSettings(), TreeSettings.chain(4), TreeSettings(depth=3, top_k=6, total_tokens=16)]
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_models, tmp_path_factory):
+    """The tiny llama target, a published-format head for it, the EAGLE model and the plain reference."""
+    target_dir = tiny_models.checkpoint("llama")
+    head_dir = tmp_path_factory.mktemp("eagle_head") / "head"
+    write_published_head(AutoConfig.from_pretrained(target_dir), head_dir)
+    model = load_speculative(target_dir, export=True, eagle_head=head_dir)
+    plain = load_plain(tiny_models.ir("llama"))
+    return target_dir, head_dir, model, plain
+
+
+def test_tree_session_keeps_exactly_the_accepted_path(llama):
+    """After scoring a tree and keeping one path, the next token's logits equal a plain run of that sequence."""
+    target_dir = llama[0]
+    torch_model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    compiled = ov.Core().compile_model(export_target_with_features(torch_model), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
+    session = TreeSession(compiled)
+    prompt = random_prompt(0, 10)[0].numpy()
+    session.run(_rows(input_ids=prompt, position_ids=np.arange(10)))
+    # root 50; children 60, 61; 61 has children 70, 71; 71 has child 80. Keep root -> 61 -> 71 -> 80.
+    tree = DraftTree(np.array([60, 61, 70, 71, 80]), np.array([-1, -1, 1, 1, 3]), np.array([1, 1, 2, 2, 3]))
+    visible = np.ones((6, 16), dtype=bool)
+    visible[:, 10:] = tree.visibility()
+    session.run(_rows(input_ids=np.concatenate([[50], tree.tokens]),
+                      position_ids=10 + np.concatenate([[0], tree.depths])), visible)
+    session.keep(10, np.array([0, 2, 4, 5]))
+    assert session.length == 14
+    request = session.run(_rows(input_ids=np.array([90]), position_ids=np.array([14])))
+    sequence = torch.from_numpy(np.concatenate([prompt, [50, 61, 71, 80, 90]]))[None]
+    with torch.no_grad():
+        expected = torch_model(sequence).logits[0, -1].numpy()
+    assert np.allclose(request.get_tensor("logits").data[0, -1], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("tree", TREES, ids=["eagle2-default", "chain", "wide"])
+def test_greedy_output_is_token_identical_with_a_published_format_head(llama, tree):
+    _, _, model, plain = llama
+    for seed in range(3):
+        prompt = random_prompt(seed, 12)
+        expected = new_tokens(plain, prompt, max_new_tokens=40)
+        assert new_tokens(model, prompt, max_new_tokens=40, eagle_tree=tree) == expected
+        stats = model.last_decoding_stats
+        assert stats.drafted_tokens > 0 and stats.new_tokens == 40
+
+
+class OracleSpeculator(EagleSpeculator):
+    """Drafts from the known right answer: the true path is present down to a random depth, at a random position
+    among decoy siblings; below that depth every child is wrong. Greedy verification must accept exactly the
+    true part, whatever the tree's shape."""
+
+    def __init__(self, target, head, answer, prompt_length, rng):
+        super().__init__(target, head)
+        self.answer, self.prompt_length, self.rng = answer, prompt_length, rng
+        self.designed = []
+
+    def _draft(self, pair_tokens, pair_features, length):
+        # `length` tokens so far, the last one is the root; the true continuation follows it.
+        truth = self.answer[length - self.prompt_length :]
+        correct_depth = int(self.rng.integers(0, 5))
+        tokens, parents, depths = [], [], []
+        parent = -1
+        for depth in range(1, 6):
+            true_token = int(truth[depth - 1]) if depth - 1 < len(truth) else 3
+            decoys = [t for t in (3 + (true_token + 1 + k) % 100 for k in range(3)) if t != true_token]
+            choices = ([true_token] if depth <= correct_depth else []) + decoys[: 2 if depth <= correct_depth else 3]
+            self.rng.shuffle(choices)
+            first = len(tokens)
+            for token in choices:
+                tokens.append(token), parents.append(parent), depths.append(depth)
+            on_path = [first + i for i, t in enumerate(choices) if t == true_token and depth <= correct_depth]
+            parent = on_path[0] if on_path else first  # below the true part: grow under a wrong node
+        self.designed.append(min(correct_depth, max(0, len(truth))))
+        return DraftTree(np.array(tokens), np.array(parents), np.array(depths))
+
+
+def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
+    target_dir, _, model, plain = llama
+    model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
+    prompt = random_prompt(7, 12)
+    answer = np.array(new_tokens(plain, prompt, max_new_tokens=60))
+    oracle = OracleSpeculator(*model.eagle._compiled, answer, 12, np.random.default_rng(0))
+    stats = DecodingStats()
+    output = oracle.decode(prompt[0].numpy(), 60, stats=stats)
+    assert output.tolist() == answer.tolist()
+    # Each verification accepted the designed number of true tokens (capped by the tokens left to generate).
+    assert stats.accepted_lengths == [min(d, 60 - 2 - sum(stats.accepted_lengths[:i]) - i)
+                                      for i, d in enumerate(oracle.designed)]
+    assert stats.mean_accepted_length > 2.0
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A 16-token-vocabulary target with moderately spread logits (distributions worth testing) and a head."""
+    from transformers import LlamaConfig
+
+    folder = tmp_path_factory.mktemp("small")
+    torch.manual_seed(2)
+    config = LlamaConfig(vocab_size=SMALL_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch_model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        spread = torch_model(torch.arange(3, 16)[None]).logits.std()
+        torch_model.lm_head.weight.mul_(1.5 / spread)
+    target_dir = folder / "target"
+    torch_model.save_pretrained(target_dir)
+    head_dir = folder / "head"
+    write_published_head(AutoConfig.from_pretrained(target_dir), head_dir, seed=3)
+    model = load_speculative(target_dir, export=True, eagle_head=head_dir)
+    return target_dir, model
+
+
+def test_sampling_is_distributed_as_the_target(small):
+    """The second sampled token (drafted through the tree most of the time) follows the target's marginal."""
+    target_dir, model = small
+    torch_model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    prompt = random_prompt(3, 6, SMALL_VOCAB_SIZE)
+    temperature = 1.5
+    with torch.no_grad():
+        first = torch.softmax(torch_model(prompt).logits[0, -1] / temperature, -1)
+        sequences = torch.cat([prompt.repeat(SMALL_VOCAB_SIZE, 1), torch.arange(SMALL_VOCAB_SIZE)[:, None]], 1)
+        second = torch.softmax(torch_model(sequences).logits[:, -1] / temperature, -1)
+    expected = (first[:, None] * second).sum(0).double().numpy()
+
+    model.generate(prompt, max_new_tokens=2)  # compiles the EAGLE graphs
+    speculator = model.eagle.speculator(TreeSettings(depth=3, top_k=4, total_tokens=8))
+    sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
+    trials, counts, accepted = 600, np.zeros(SMALL_VOCAB_SIZE), 0
+    for _ in range(trials):
+        stats = DecodingStats()
+        tokens = speculator.decode(prompt[0].numpy(), 3, sampling=sampling, rng=rng, stats=stats)
+        counts[tokens[1]] += 1
+        accepted += stats.accepted_lengths[0] > 0
+    assert accepted > trials * 0.15  # the tree really proposed the second token often
+    keep = expected * trials >= 5  # rare tokens pooled into one bin, as the chi-square test needs
+    observed, wanted = counts[keep], expected[keep]
+    if not keep.all():
+        observed, wanted = np.append(observed, counts[~keep].sum()), np.append(wanted, expected[~keep].sum())
+    wanted = wanted / wanted.sum() * trials
+    assert scipy_stats.chisquare(observed, wanted).pvalue > 1e-3
+
+
+def test_save_load_round_trip_and_plain_loading(llama, tmp_path):
+    _, _, model, plain = llama
+    model.save_pretrained(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved" / "eagle").iterdir()) == [
+        "config.json", "eagle_config.json", "model.safetensors", "openvino_eagle_head.bin",
+        "openvino_eagle_head.xml", "openvino_target_features.bin", "openvino_target_features.xml"]
+    assert json.loads((tmp_path / "saved" / "dynexec_config.json").read_text())["speculative"]["eagle_subfolder"] == "eagle"
+    assert not [p for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
+
+    reloaded = load_speculative(tmp_path / "saved", eagle_tree={"depth": 4, "top_k": 2, "total_tokens": 6})
+    assert reloaded.eagle is not None and reloaded.eagle.tree == TreeSettings(4, 2, 6)
+    prompt = random_prompt(11, 12)
+    expected = new_tokens(plain, prompt, max_new_tokens=30)
+    assert new_tokens(reloaded, prompt, max_new_tokens=30) == expected
+    # The target's own files are untouched: optimum-intel loads the folder as a plain model.
+    assert new_tokens(load_plain(tmp_path / "saved"), prompt, max_new_tokens=30) == expected
+
+
+
+def test_pipeline_text_generation_runs_eagle(text_target, tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    target_dir = text_target[0]
+    write_published_head(AutoConfig.from_pretrained(target_dir), tmp_path / "head")
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    model = load_speculative(target_dir, export=True, eagle_head=tmp_path / "head")
+    prompt = "def main(argv):\n    "
+    prompt_ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = AutoModelForCausalLM.from_pretrained(target_dir).generate(
+            prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=16, do_sample=False)
+    generated = pipeline("text-generation", model=model, tokenizer=tokenizer)(prompt, max_new_tokens=16,
+                                                                              do_sample=False)
+    assert generated[0]["generated_text"] == tokenizer.decode(reference[0], skip_special_tokens=True)
+    assert model.last_decoding_stats.drafted_tokens > 0
+
+
+def test_save_load_round_trip_and_plain_loading(llama, tmp_path):
+    _, _, model, plain = llama
+    model.save_pretrained(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved" / "eagle").iterdir()) == [
+        "config.json", "eagle_config.json", "model.safetensors", "openvino_eagle_head.bin",
+        "openvino_eagle_head.xml", "openvino_target_features.bin", "openvino_target_features.xml"]
+    assert json.loads((tmp_path / "saved" / "dynexec_config.json").read_text())["speculative"]["eagle_subfolder"] == "eagle"
+    assert not [p for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
+
+    reloaded = load_speculative(tmp_path / "saved", eagle_tree={"depth": 4, "top_k": 2, "total_tokens": 6})
+    assert reloaded.eagle is not None and reloaded.eagle.tree == TreeSettings(4, 2, 6)
+    prompt = random_prompt(11, 12)
+    expected = new_tokens(plain, prompt, max_new_tokens=30)
+    assert new_tokens(reloaded, prompt, max_new_tokens=30) == expected
+    # The target's own files are untouched: optimum-intel loads the folder as a plain model.
+    assert new_tokens(load_plain(tmp_path / "saved"), prompt, max_new_tokens=30) == expected
+
+
+
+def test_pipeline_text_generation_runs_eagle(text_target, tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    target_dir = text_target[0]
+    write_published_head(AutoConfig.from_pretrained(target_dir), tmp_path / "head")
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    model = load_speculative(target_dir, export=True, eagle_head=tmp_path / "head")
+    plain = OVModelForCausalLM.from_pretrained(target_dir, export=True, ov_config={"INFERENCE_PRECISION_HINT": "f32"})
+    prompt = "def main(argv):\n    "
+    expected = pipeline("text-generation", model=plain, tokenizer=tokenizer)(prompt, max_new_tokens=16,
+                                                                              do_sample=False)
+    generated = pipeline("text-generation", model=model, tokenizer=tokenizer)(prompt, max_new_tokens=16,
+                                                                              do_sample=False)
+    assert generated[0]["generated_text"] == expected[0]["generated_text"]
+    assert model.last_decoding_stats.drafted_tokens > 0
+
+
+def test_quantization_config_compresses_the_head_too(llama, monkeypatch):
+    from optimum_dynexec.speculative import modeling
+    from optimum_dynexec.speculative.eagle_model import compress_weights
+
+    target_dir, head_dir, model, _ = llama
+
+    def compressed_constants(ov_model):
+        return sum(op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.u8, ov.Type.i8)
+                   for op in ov_model.get_ops())
+
+    assert compressed_constants(model.eagle.head_model) == 0
+    compressed = compress_weights(model.eagle.head_model.clone(), {"bits": 8})
+    assert compressed_constants(compressed) >= 8  # fc, q, k, v, o, gate, up, down (+ lm_head, embedding)
+    # `from_pretrained` hands the target's quantization settings to the EAGLE export.
+    received = []
+    monkeypatch.setattr(modeling.OVEagle, "export", lambda *args, **kwargs: received.append(args[2]))
+    modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True})
+    modeling._load_eagle(target_dir, head_dir, None, {"quantization_config": {"bits": 4, "sym": True}})
+    assert received == [{"bits": 8}, {"bits": 4, "sym": True}]
+
+
+def test_errors_name_the_argument(llama, tmp_path, tiny_models):
+    from optimum_dynexec.speculative.eagle_model import OVEagle
+
+    target_dir, head_dir, model, _ = llama
+    other = tmp_path / "wider"
+    config = AutoConfig.from_pretrained(target_dir)
+    config.hidden_size, config.intermediate_size = 64, 96
+    write_published_head(config, other)
+    with pytest.raises(ValueError, match="hidden_size=64"):
+        OVEagle.export(target_dir, other)
+    with pytest.raises(ValueError, match="transformers checkpoint"):
+        load_speculative(tiny_models.ir("llama"), eagle_head=head_dir, compile=False)
+    with pytest.raises(ValueError, match="eagle_tree"):
+        model.generate(random_prompt(0, 5), max_new_tokens=3, eagle_tree={"width": 3})
+    with pytest.raises(ValueError, match="top_k"):
+        TreeSettings(top_k=0)
