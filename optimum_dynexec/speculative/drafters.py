@@ -193,5 +193,6 @@ def _top_probability(logits: np.ndarray) -> float:
 
 
 def _common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:
-    differs = np.flatnonzero(a != b)
-    return int(differs[0]) if len(differs) else len(a)
+    overlap = min(len(a), len(b))
+    differs = np.flatnonzero(a[:overlap] != b[:overlap])
+    return int(differs[0]) if len(differs) else overlap
