@@ -55,6 +55,7 @@ class DraftLength:
     def begin(self) -> None:
         if self.schedule == "heuristic_transient":
             self.current = self.initial
+            self._plain_steps = 0
             self._probe_interval = 4
 
     def next_length(self) -> int:
