@@ -139,6 +139,7 @@ def run_benchmark(
     timing_examples: int = 1024,
     export_dir=None,
     threshold=None,
+    ov_threads=None,
 ):
     """Export `checkpoint`, calibrate on validation, then compare accuracy and throughput on test. Returns the report."""
     import platform
@@ -171,10 +172,13 @@ def run_benchmark(
         "target_accuracy": target_accuracy,
         "repeats": repeats,
         "timing_examples": timing_examples,
+        "ov_threads": ov_threads,
         "results": [],
     }
     for precision in precisions:
         ov_config = {"INFERENCE_PRECISION_HINT": precision}
+        if ov_threads:
+            ov_config["INFERENCE_NUM_THREADS"] = str(ov_threads)
         plain = OVModelForSequenceClassification.from_pretrained(str(export_dir), ov_config=ov_config)
         early = OVEarlyExitModelForSequenceClassification.from_pretrained(str(export_dir), ov_config=ov_config)
         label2id = plain.config.label2id
@@ -292,6 +296,9 @@ def main(argv=None):
     run.add_argument("--repeats", type=int, default=5)
     run.add_argument("--timing-examples", type=int, default=1024)
     run.add_argument("--fetch-lists", action="store_true")
+    run.add_argument(
+        "--ov-threads", type=int, default=None, help="INFERENCE_NUM_THREADS for both models (default: OpenVINO's)."
+    )
     args = parser.parse_args(argv)
     if args.command == "data":
         print(json.dumps(ensure_debian_dataset(args.output, args.fetch_lists, top_sections=args.top_sections,
@@ -309,6 +316,7 @@ def main(argv=None):
         timing_examples=args.timing_examples,
         export_dir=args.export_dir,
         threshold=args.threshold,
+        ov_threads=args.ov_threads,
     )
 
 
