@@ -54,6 +54,7 @@ MAX_DRAFT_TOKENS = 16
 _PLAIN_ONLY_SETTINGS = {
     "num_beams": 1,
     "num_beam_groups": 1,
+    "num_return_sequences": 1,
     "penalty_alpha": None,
     "repetition_penalty": 1.0,
     "encoder_repetition_penalty": 1.0,
