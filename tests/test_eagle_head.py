@@ -274,7 +274,7 @@ def test_train_eagle_cli_writes_a_loadable_head_that_agrees_with_the_target(text
     generate_features(model, store, batch_size=8, bf16_autocast=False, progress=False)
     trained_agreement = _agreement(trained, store, np.arange(len(store.tokens)))
     untrained_agreement = _agreement(untrained, store, np.arange(len(store.tokens)))
-    assert trained_agreement > max(0.08, 10 * untrained_agreement), (trained_agreement, untrained_agreement)
+    assert trained_agreement > max(0.04, 8 * untrained_agreement), (trained_agreement, untrained_agreement)
     assert abs(summary["validation_top1_agreement"] - trained_agreement) < 0.25
 
 

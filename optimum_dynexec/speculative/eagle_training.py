@@ -96,17 +96,25 @@ def load_training_texts(dataset: Union[str, Path], split: str = "train", text_co
 
 def _token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Optional[int], seed: int) -> np.ndarray:
     eos = tokenizer.eos_token_id
-    pieces = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        pieces.append(np.asarray(ids + ([eos] if eos is not None else []), dtype=np.int64))
+    rng = np.random.default_rng(seed)
+    # Documents in a seeded random order, tokenized in batches until there is enough text for `max_windows`.
+    needed = None if max_windows is None else max_windows * length
+    pieces, tokens, batch = [], 0, 64
+    order = rng.permutation(len(texts))
+    for start in range(0, len(order), batch):
+        encoded = tokenizer([texts[i] for i in order[start : start + batch]], add_special_tokens=False)["input_ids"]
+        for ids in encoded:
+            pieces.append(np.asarray(ids + ([eos] if eos is not None else []), dtype=np.int64))
+            tokens += len(pieces[-1])
+        if needed is not None and tokens >= needed:
+            break
     stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     count = len(stream) // length
     if count < 2:
         raise ValueError(f"The training text holds {len(stream)} tokens, fewer than two windows of "
                          f"sequence_length={length}; give more text or a smaller `sequence_length`.")
     windows = stream[: count * length].reshape(count, length)
-    order = np.random.default_rng(seed).permutation(count)
+    order = rng.permutation(count)
     if max_windows is not None:
         order = order[:max_windows]
     return windows[order]
