@@ -325,7 +325,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             maximum = int(config.prompt_lookup_num_tokens)
             draft_length = DraftLength(maximum, maximum, config.num_assistant_tokens_schedule)
             # Prompt lookup is rebuilt per call: its only state is the adapted length, which follows the text.
-            return PromptLookupDrafter(draft_length, config.max_matching_ngram_size or 2)
+            ngram_size = config.max_matching_ngram_size
+            return PromptLookupDrafter(draft_length, 2 if ngram_size is None else ngram_size)
         if assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
                 self.eagle.compile(self._device, {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
