@@ -232,15 +232,21 @@ _REPETITIVE_PROMPTS: Dict[Tuple[Path, int, int], torch.Tensor] = {}
 
 
 def repetitive_prompt(plain_model, seed: int, length: int = 24) -> torch.Tensor:
-    """A prompt the model continues by repeating it: the tail of its own long greedy output.
+    """A prompt the model continues by repeating it: a cycle of its own greedy output.
 
-    Greedy decoding with a sharpened random model falls into a cycle; the cycle's tail as a prompt is continued
-    with more of the cycle, so prompt lookup drafts are accepted.
+    Greedy decoding with a sharpened random model falls into a cycle; a few turns of that cycle as a prompt are
+    continued with more of the cycle, so prompt lookup drafts are accepted.
     """
     key = (str(plain_model.model_save_dir), seed, length)  # the model's IR folder
-    if key not in _REPETITIVE_PROMPTS:
-        tokens = new_tokens(plain_model, random_prompt(seed, 6), max_new_tokens=160)
-        _REPETITIVE_PROMPTS[key] = torch.tensor([tokens[-length:]])
+    for attempt in range(8):
+        if key in _REPETITIVE_PROMPTS:
+            break
+        tokens = new_tokens(plain_model, random_prompt(seed + 1000 * attempt, 6), max_new_tokens=160)
+        for period in range(1, 25):
+            if tokens[-3 * period:] == tokens[-4 * period:-period]:  # the last 4 periods repeat
+                _REPETITIVE_PROMPTS[key] = torch.tensor([tokens[-max(length, 2 * period):]])
+                break
+    assert key in _REPETITIVE_PROMPTS, f"no greedy output from seeds {seed} + 1000 * k ends in a cycle"
     return _REPETITIVE_PROMPTS[key]
 
 

@@ -1,0 +1,114 @@
+"""Greedy speculative generation is token-identical to plain `OVModelForCausalLM.generate()` on the same IR."""
+
+import pytest
+import torch
+from optimum.intel import OVModelForCausalLM
+
+from optimum_dynexec.speculative.modeling import OVSpeculativeModelForCausalLM
+
+from conftest import (
+    ARCHITECTURES, load_plain, load_speculative, looping_prompt, new_tokens, random_prompt, repetitive_prompt,
+    shared_plain,
+)
+
+
+MAX_NEW_TOKENS = 40
+# Drafting settings that keep drafting whatever the acceptance, so rejections (and rollbacks) happen at every step,
+# next to this package's adaptive defaults.
+KEEP_DRAFTING = dict(num_assistant_tokens=4, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+
+
+def _totals(stats_list):
+    drafted = sum(stats.drafted_tokens for stats in stats_list)
+    accepted = sum(stats.accepted_tokens for stats in stats_list)
+    return drafted, accepted
+
+
+def _prompts(plain):
+    return [random_prompt(0, 5), random_prompt(1, 17), looping_prompt(2), repetitive_prompt(plain, seed=3)]
+
+
+@pytest.mark.parametrize("stateful", [True, False], ids=["stateful", "stateless"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_greedy_draft_model_matches_plain(tiny_models, architecture, stateful):
+    """A draft model (a different model with the same vocabulary) proposes; output equals plain decoding."""
+    target_dir = tiny_models.ir(architecture, stateful)
+    plain = shared_plain(target_dir)
+    model = load_speculative(target_dir, draft_model=tiny_models.ir("llama-draft"))
+    assert isinstance(model, OVSpeculativeModelForCausalLM) and model.stateful == stateful
+
+    stats = []
+    for prompt in _prompts(plain):
+        expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+        for settings in ({}, KEEP_DRAFTING):
+            assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, **settings) == expected, settings
+            stats.append(model.last_decoding_stats)
+            assert stats[-1].new_tokens == MAX_NEW_TOKENS
+    drafted, accepted = _totals(stats)
+    assert drafted > accepted, "no draft was rejected: the rollback path was not exercised"
+    if architecture == "llama":  # "llama-draft" is a noisy copy of this target
+        assert accepted > 0 and any(0 < length < 4 for s in stats for length in s.accepted_lengths)
+
+
+@pytest.mark.parametrize("stateful", [True, False], ids=["stateful", "stateless"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_greedy_prompt_lookup_matches_plain(tiny_models, architecture, stateful):
+    target_dir = tiny_models.ir(architecture, stateful)
+    plain = shared_plain(target_dir)
+    model = load_speculative(target_dir)
+
+    stats = []
+    for prompt in _prompts(plain):
+        expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+        for settings in (dict(prompt_lookup_num_tokens=4), dict(prompt_lookup_num_tokens=6, **KEEP_DRAFTING)):
+            assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, **settings) == expected, settings
+            stats.append(model.last_decoding_stats)
+    drafted, accepted = _totals(stats)
+    assert accepted > 0, "prompt lookup never had a draft accepted"
+    assert drafted > accepted, "no lookup draft was rejected: the rollback path was not exercised"
+
+
+@pytest.mark.parametrize("drafting", ["draft_model", "prompt_lookup"])
+@pytest.mark.parametrize("stateful", [True, False], ids=["stateful", "stateless"])
+def test_consecutive_calls_see_no_leftover_state(tiny_models, stateful, drafting):
+    """Back-to-back generations on one model give what each gives on a fresh model."""
+    target_dir = tiny_models.ir("llama", stateful)
+    plain = shared_plain(target_dir)
+    prompts = [random_prompt(3, 9), repetitive_prompt(plain, seed=4), random_prompt(5, 30)]
+    kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, **KEEP_DRAFTING)
+    if drafting == "draft_model":
+        load = lambda: load_speculative(target_dir, draft_model=tiny_models.ir("llama-draft"))  # noqa: E731
+    else:
+        load = lambda: load_speculative(target_dir)  # noqa: E731
+        kwargs["prompt_lookup_num_tokens"] = 4
+
+    alone = []
+    for prompt in prompts:
+        model = load()
+        alone.append(new_tokens(model, prompt, **kwargs))
+        assert alone[-1] == new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+
+    model = load()
+    for prompt, expected in zip(prompts + prompts[::-1], alone + alone[::-1]):
+        assert new_tokens(model, prompt, **kwargs) == expected
+    # And mixing in a plain (non-speculative) call on the same compiled model changes nothing either.
+    assert new_tokens(model, prompts[0], max_new_tokens=MAX_NEW_TOKENS) == alone[0]
+    assert new_tokens(model, prompts[1], **kwargs) == alone[1]
+
+
+def test_export_through_speculative_class(tiny_models):
+    """`export=True, stateful=False` through our class (phi3: optimum-intel swaps in `OVPhi3ForCausalLM`)."""
+    from optimum.intel.openvino.modeling_decoder import OVPhi3ForCausalLM
+
+    draft = load_plain(tiny_models.ir("llama-draft"))
+    model = load_speculative(tiny_models.checkpoint("phi3"), export=True, stateful=False, draft_model=draft)
+    assert isinstance(model, OVSpeculativeModelForCausalLM) and isinstance(model, OVPhi3ForCausalLM)
+    assert not model.stateful and model.draft_model is draft
+
+    plain = shared_plain(tiny_models.ir("phi3", stateful=False))
+    assert type(plain) is OVPhi3ForCausalLM
+    for prompt in (random_prompt(6, 11), repetitive_prompt(plain, seed=7)):
+        expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+        assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, **KEEP_DRAFTING) == expected
+        assert model.last_decoding_stats.drafted_tokens > model.last_decoding_stats.accepted_tokens
+        assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, prompt_lookup_num_tokens=4) == expected
