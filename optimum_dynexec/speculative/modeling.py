@@ -204,6 +204,10 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 if destination.is_dir():
                     shutil.rmtree(destination)
                 os.replace(entry, destination)
+            # A part this model does not have must not survive from an earlier save: from_pretrained would load it.
+            for subfolder in (DRAFT_SUBFOLDER, EAGLE_SUBFOLDER):
+                if subfolder not in our_config["speculative"].values():
+                    shutil.rmtree(save_directory / subfolder, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
