@@ -63,6 +63,35 @@ def test_batch_of_left_padded_prompts_equals_plain(llama, drafting):
     assert output[0, 11:].tolist() == new_tokens(plain, short, max_new_tokens=MAX_NEW_TOKENS)
 
 
+def test_left_padded_single_prompt_equals_plain(llama):
+    target_dir, draft_dir, plain = llama
+    model = load_speculative(target_dir, draft_model=draft_dir)
+    prompt = random_prompt(41, 6)
+    input_ids = torch.cat([torch.full((1, 3), PAD_ID), prompt], dim=1)
+    attention_mask = torch.cat([torch.zeros((1, 3), dtype=torch.long), torch.ones_like(prompt)], dim=1)
+    kwargs = dict(attention_mask=attention_mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    output = model.generate(input_ids, **kwargs)
+    assert torch.equal(output, plain.generate(input_ids, **kwargs))
+    assert output[0, 9:].tolist() == new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+    assert model.last_decoding_stats.drafted_tokens > 0
+
+
+def test_assistant_model_per_call(llama, tiny_models):
+    """`assistant_model=` drafts for one call, in place of the attached draft (here: none, then another one)."""
+    target_dir, draft_dir, plain = llama
+    assistant = load_plain(draft_dir)
+    prompts = [random_prompt(42, 7), repetitive_prompt(plain, seed=43)]
+    for model in (load_speculative(target_dir), load_speculative(target_dir, draft_model=tiny_models.ir("qwen2"))):
+        accepted = 0
+        for prompt in prompts:
+            expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+            assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, assistant_model=assistant) == expected
+            accepted += model.last_decoding_stats.accepted_tokens
+        assert accepted > 0  # the noisy copy drafted, not the unrelated attached draft
+    assert new_tokens(model, prompts[0], max_new_tokens=MAX_NEW_TOKENS) == new_tokens(
+        plain, prompts[0], max_new_tokens=MAX_NEW_TOKENS)
+
+
 def test_num_return_sequences(llama):
     target_dir, draft_dir, plain = llama
     model = load_speculative(target_dir, draft_model=draft_dir)

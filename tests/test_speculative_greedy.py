@@ -112,3 +112,17 @@ def test_export_through_speculative_class(tiny_models):
         assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, **KEEP_DRAFTING) == expected
         assert model.last_decoding_stats.drafted_tokens > model.last_decoding_stats.accepted_tokens
         assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, prompt_lookup_num_tokens=4) == expected
+
+
+@pytest.mark.parametrize("stateful", [True, False], ids=["stateful", "stateless"])
+def test_long_generation_past_the_initial_cache_bookkeeping(tiny_models, stateful):
+    """Past 1024 cached tokens (rolled-back slots included), where the session's slot arrays and the draft's token
+    buffer grow."""
+    target_dir = tiny_models.ir("llama", stateful)
+    plain = shared_plain(target_dir)
+    model = load_speculative(target_dir, draft_model=tiny_models.ir("llama-draft"))
+    prompt = random_prompt(8, 960)
+    expected = new_tokens(plain, prompt, max_new_tokens=96)
+    assert new_tokens(model, prompt, max_new_tokens=96, **KEEP_DRAFTING) == expected
+    stats = model.last_decoding_stats
+    assert stats.drafted_tokens - stats.accepted_tokens > 0
