@@ -7,7 +7,7 @@ import torch
 from test_early_exit_helpers import FAMILIES, exported_folder, synthetic_task, trained_checkpoint
 from transformers import AutoTokenizer
 
-from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification, export_early_exit
+from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
 from optimum_dynexec.early_exit.calibration import exit_layers_at, normalised_entropies
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -128,22 +128,41 @@ def test_load_in_8bit_compresses_every_segment(folder):
 
 
 @pytest.mark.parametrize("family", [family for family in FAMILIES if family != "bert"])
-def test_other_families_export_exactly(family, tmp_path):
-    from optimum.intel import OVModelForSequenceClassification
+def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
+    """Segments traced for RoBERTa/ALBERT/DistilBERT give PyTorch's logits at every exit (padded batch, f32)."""
     from test_early_exit_helpers import base_classifier
-    from optimum_dynexec.early_exit.training import ExitTrainingArguments, train_exits
+
+    from optimum_dynexec.early_exit.export import convert_segments, segment_names
+    from optimum_dynexec.early_exit.training import (
+        ExitTrainingArguments,
+        _forward_all_layers,
+        load_exit_checkpoint,
+        train_exits,
+    )
 
     checkpoint = tmp_path / "exits"
     train_exits(str(base_classifier(family)), *synthetic_task(32, 1), *synthetic_task(16, 2), checkpoint,
                 ExitTrainingArguments(epochs=1, batch_size=16))
-    export_early_exit(checkpoint, tmp_path / "ov")
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ov")
-    encoded = dict(tokenizer(TEXTS[:6], padding=True, return_tensors="np"))
-    early = OVEarlyExitModelForSequenceClassification.from_pretrained(str(tmp_path / "ov"), ov_config=F32)
-    plain = OVModelForSequenceClassification.from_pretrained(str(tmp_path / "ov"), ov_config=F32)
-    np.testing.assert_allclose(early(**encoded, entropy_threshold=0.0).logits, plain(**encoded).logits, atol=1e-5)
-    rows = [early(**tokenizer([text], return_tensors="np"), entropy_threshold=1.0).logits[0] for text in TEXTS[:6]]
-    np.testing.assert_allclose(early(**encoded, entropy_threshold=1.0).logits, np.stack(rows), atol=1e-5)
+    encoder, heads, config = load_exit_checkpoint(checkpoint)
+    batch = dict(AutoTokenizer.from_pretrained(checkpoint)(TEXTS[:6], padding=True, return_tensors="pt"))
+    batch.pop("token_type_ids", None)
+    with torch.no_grad():
+        expected = [logits.numpy() for logits in _forward_all_layers(encoder, heads, batch)]
+
+    segments = convert_segments(encoder, heads)
+    core = openvino.Core()
+    hidden = None
+    for layer, name in enumerate(segment_names(config.num_layers), start=1):
+        compiled = core.compile_model(segments[name], "CPU", F32)
+        if layer == 1:
+            inputs = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+            if encoder.uses_token_type_ids:
+                inputs["token_type_ids"] = np.zeros_like(inputs["input_ids"])
+        else:
+            inputs = {"hidden_states": hidden, "attention_mask": batch["attention_mask"].numpy()}
+        outputs = compiled(inputs)
+        np.testing.assert_allclose(outputs["logits"], expected[layer - 1], atol=1e-4)
+        hidden = outputs["hidden_states"] if layer < config.num_layers else None
 
 
 @pytest.mark.parametrize(
