@@ -74,8 +74,10 @@ class ExportDynexecCommand(BaseOptimumCLICommand):
     def parse_args(parser):
         parser.add_argument("-m", "--model", required=True, help="Model id or directory of the (target) model.")
         parser.add_argument(
-            "--task", default="text-generation", choices=["text-generation"],
-            help="What the model does: text-generation (speculative generation).",
+            "--task", default=None, choices=["text-generation", "text-classification"],
+            help="text-generation (speculative generation) or text-classification (early exit; the model is a "
+            "`optimum-cli dynexec train-exits` checkpoint). Default: text-classification when the model folder "
+            "holds early_exit_config.json, else text-generation.",
         )
         parser.add_argument("--draft-model", default=None, help="text-generation: draft model id or directory.")
         parser.add_argument(
@@ -85,5 +87,16 @@ class ExportDynexecCommand(BaseOptimumCLICommand):
         parser.add_argument("output", type=Path, help="Directory to write the exported model to.")
 
     def run(self):
-        export_speculative(self.args.model, self.args.output, self.args.draft_model, self.args.weight_format)
-        print(f"Exported to {self.args.output}")
+        args = self.args
+        task = args.task
+        if task is None:
+            task = "text-classification" if (Path(args.model) / "early_exit_config.json").is_file() else "text-generation"
+        if task == "text-classification":
+            if args.draft_model is not None:
+                raise ValueError("`--draft-model` is for text-generation; drop it for text-classification.")
+            from optimum_dynexec.early_exit import export_early_exit
+
+            export_early_exit(args.model, args.output, args.weight_format)
+        else:
+            export_speculative(args.model, args.output, args.draft_model, args.weight_format)
+        print(f"Exported to {args.output}")
