@@ -1,7 +1,7 @@
 """OVStepSaverStableDiffusionPipeline on a tiny untrained pipeline (built from configs, exported once per module).
 
 The step predictor is trained here on synthetic labels that separate plain prompts (few steps) from busy ones (many),
-so a batch really mixes step counts.
+so a batch really mixes step counts; the predictor's own behaviour is checked here too, to train it once.
 """
 
 import json
@@ -13,31 +13,52 @@ from optimum.intel import OVStableDiffusionPipeline
 
 from optimum_dynexec.fixtures.stable_diffusion import build_tiny_pipeline
 from optimum_dynexec.stepsaver import OVStepSaverStableDiffusionPipeline, StepPredictor
-from optimum_dynexec.stepsaver.labels import LabelSettings, label_prompts, read_labels
-from optimum_dynexec.stepsaver.training import PredictorTrainingArguments, train_step_predictor
+from optimum_dynexec.stepsaver.labels import LABELS_FORMAT_VERSION, LabelSettings, label_prompts, read_labels
+from optimum_dynexec.stepsaver.training import PredictorTrainingArguments, train_from_labels_file
 
 PLAIN = "a plain red background"
 BUSY = "three small green triangles and two blue circles on a gray background"
 SIZE = 32
 
 
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(OpenVINO pipeline folder, step predictor folder)."""
+    """(OpenVINO pipeline folder, step predictor folder); the predictor is trained through the labels-file entry point
+    on synthetic labels: plain backgrounds need 5 steps, one big shape 12, many small shapes 40."""
     root = tmp_path_factory.mktemp("stepsaver")
     build_tiny_pipeline(root / "diffusers")
     OVStableDiffusionPipeline.from_pretrained(root / "diffusers", export=True, compile=False).save_pretrained(root / "ov")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(root / "ov" / "tokenizer")
-    prompts = [PLAIN, "a plain blue background", "a plain white background", "a plain black background",
-               BUSY, "four small red squares on a white background",
-               "two small yellow circles and a purple square on a black background",
-               "three small blue circles on a green background"]
-    steps = [4, 4, 4, 4, 12, 12, 12, 12]
-    train_step_predictor(prompts * 4, steps * 4, tokenizer, root / "predictor",
-                         PredictorTrainingArguments(epochs=40, validation_fraction=0.0, quantile=0.5), progress=False)
+    rows = []
+    for colour in COLOURS:
+        rows.append((f"a plain {colour} background", 5))
+        rows.append((f"a big {colour} circle on a gray background", 12))
+        rows.append((f"four small {colour} triangles and two gray circles on a white background", 40))
+    (root / "labels.json").write_text(json.dumps({
+        "format_version": LABELS_FORMAT_VERSION,
+        "settings": {"pipeline": str(root / "ov")},
+        "labels": [{"prompt": prompt, "num_inference_steps": steps, "ssim_by_steps": {}} for prompt, steps in rows * 3],
+    }))
+    train_from_labels_file(root / "labels.json", root / "predictor",
+                           arguments=PredictorTrainingArguments(epochs=40, quantile=0.5), progress=False)
     return root / "ov", root / "predictor"
+
+
+def test_trained_predictor_learns_which_prompts_need_more_steps(exported):
+    predictor = StepPredictor.from_pretrained(exported[1])
+    # Wording of the same kinds with colour combinations never seen in training.
+    plain, big, busy = predictor.predict([
+        "a plain gray background",
+        "a big red circle on a black background",
+        "four small blue triangles and two purple circles on a black background",
+    ])
+    assert plain < big < busy
+    assert plain <= 8 and busy >= 25
+    assert predictor.config.quantile == 0.5
+    assert predictor.config.labels["settings"]["pipeline"] == str(exported[0])
+    assert predictor.config.labels["metrics"]["validation_size"] > 0
 
 
 @pytest.fixture(scope="module")
