@@ -231,8 +231,9 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
 
         Returns what the parent returns: a `LongTensor` of prompt + new tokens, or a `GenerateDecoderOnlyOutput`
         with `return_dict_in_generate=True`. After a speculative call, `self.last_decoding_stats` tells how many
-        target calls were made and how many drafted tokens were accepted.
+        target calls were made and how many drafted tokens were accepted; after a plain one, it is `None`.
         """
+        self.last_decoding_stats = None
         tokenizer = kwargs.pop("tokenizer", None)
         kwargs.pop("assistant_tokenizer", None)
         self._eagle_tree = _tree_settings(kwargs.pop("eagle_tree", None))
