@@ -56,9 +56,13 @@ def test_batch_of_left_padded_prompts_equals_plain(llama, drafting):
     extra = dict(prompt_lookup_num_tokens=4) if drafting == "prompt_lookup" else {}
 
     expected = plain.generate(input_ids, attention_mask=attention_mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    new_tokens(model, short, max_new_tokens=4, **extra)  # a speculative call first
+    assert model.last_decoding_stats is not None
     output = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
                             **extra)
     assert torch.equal(output, expected)
+    # The batch was decoded plainly: no speculation statistics, in particular not the previous call's.
+    assert model.last_decoding_stats is None
     # The rows are what each prompt gives alone.
     assert output[0, 11:].tolist() == new_tokens(plain, short, max_new_tokens=MAX_NEW_TOKENS)
 
