@@ -97,7 +97,7 @@ def test_heuristic_persists_across_calls_and_transient_resets():
 
 @pytest.mark.parametrize("bad", [dict(schedule="bogus"), dict(initial=0), dict(initial=2.5)])
 def test_bad_settings_raise(bad):
-    arguments = dict(initial=4, maximum=16, schedule="heuristic", **{})
+    arguments = dict(initial=4, maximum=16, schedule="heuristic")
     arguments.update(bad)
     with pytest.raises(ValueError):
         DraftLength(**arguments)

@@ -1,14 +1,12 @@
 """Greedy speculative generation is token-identical to plain `OVModelForCausalLM.generate()` on the same IR."""
 
 import pytest
-import torch
-from optimum.intel import OVModelForCausalLM
 
 from optimum_dynexec.speculative.modeling import OVSpeculativeModelForCausalLM
 
 from conftest import (
-    ARCHITECTURES, load_plain, load_speculative, looping_prompt, new_tokens, random_prompt, repetitive_prompt,
-    expected_tokens, shared_plain,
+    ARCHITECTURES, expected_tokens, load_plain, load_speculative, looping_prompt, new_tokens, random_prompt,
+    repetitive_prompt, shared_plain,
 )
 
 

@@ -1,6 +1,5 @@
 """Speculative sampling draws from exactly the distribution plain sampling draws from (statistical tests)."""
 
-import itertools
 from collections import Counter
 
 import numpy as np
@@ -91,13 +90,27 @@ def test_sample_follows_the_distribution():
 
 # ---------------------------------------------------------------------------------- the acceptance rule, alone
 
-def _run_acceptance(draft_tokens_of, draft_probs, target_probs, draws, seed=0):
+# Two wrong acceptance rules: every exactness check below must reject them.
+def _always_accept(draft_tokens, draft_probs, target_probs, rng):
+    return len(draft_tokens), sample(target_probs[len(draft_tokens)], rng)
+
+
+def _resample_from_target_on_rejection(draft_tokens, draft_probs, target_probs, rng):
+    """A classic mistake: after a rejection, draw from the target's distribution instead of the residual."""
+    for position, token in enumerate(draft_tokens):
+        if rng.random() * draft_probs[position, token] >= target_probs[position, token]:
+            return position, sample(target_probs[position], rng)
+    return len(draft_tokens), sample(target_probs[len(draft_tokens)], rng)
+
+
+
+def _run_acceptance(draft_tokens_of, draft_probs, target_probs, draws, seed=0, accept=speculative_accept):
     """Emitted sequences (drafts kept + the target's token) of `draws` independent verifications."""
     rng = np.random.default_rng(seed)
     outputs = []
     for _ in range(draws):
         draft_tokens = draft_tokens_of(rng)
-        accepted, next_token = speculative_accept(draft_tokens, draft_probs, target_probs, rng)
+        accepted, next_token = accept(draft_tokens, draft_probs, target_probs, rng)
         outputs.append(tuple(draft_tokens[:accepted]) + (next_token,))
     return outputs
 
@@ -112,7 +125,7 @@ def _check_positions(outputs, target_probs):
         assert goodness_of_fit(counts, probabilities) > SIGNIFICANCE, position
 
 
-def test_speculative_accept_with_sampled_drafts():
+def _synthetic_sampled_drafts():
     rng = np.random.default_rng(1)
     vocab, length = 6, 3
     target_probs = rng.dirichlet(np.ones(vocab), size=length + 1)
@@ -123,10 +136,23 @@ def test_speculative_accept_with_sampled_drafts():
     def draft_tokens_of(rng):
         return np.array([sample(row, rng) for row in draft_probs])
 
+    return draft_tokens_of, draft_probs, target_probs
+
+
+def test_speculative_accept_with_sampled_drafts():
+    draft_tokens_of, draft_probs, target_probs = _synthetic_sampled_drafts()
     outputs = _run_acceptance(draft_tokens_of, draft_probs, target_probs, draws=12000)
     _check_positions(outputs, target_probs)
     lengths = Counter(len(output) for output in outputs)
-    assert lengths[1] and lengths[length + 1], "both early rejection and full acceptance must occur"
+    assert lengths[1] and lengths[len(draft_probs) + 1], "both early rejection and full acceptance must occur"
+
+
+@pytest.mark.parametrize("wrong_rule", [_always_accept, _resample_from_target_on_rejection])
+def test_synthetic_check_rejects_wrong_rules(wrong_rule):
+    draft_tokens_of, draft_probs, target_probs = _synthetic_sampled_drafts()
+    outputs = _run_acceptance(draft_tokens_of, draft_probs, target_probs, draws=12000, accept=wrong_rule)
+    with pytest.raises(AssertionError):
+        _check_positions(outputs, target_probs)
 
 
 def test_speculative_accept_with_deterministic_drafts():
@@ -210,18 +236,6 @@ def test_speculative_sampling_is_exact(sampling_setup):
     # Both paths of the acceptance rule ran many times.
     assert 0.2 * drafted < accepted < 0.8 * drafted
     assert goodness_of_fit(counts, exact) > SIGNIFICANCE
-
-
-def _always_accept(draft_tokens, draft_probs, target_probs, rng):
-    return len(draft_tokens), sample(target_probs[len(draft_tokens)], rng)
-
-
-def _resample_from_target_on_rejection(draft_tokens, draft_probs, target_probs, rng):
-    """A classic mistake: after a rejection, draw from the target's distribution instead of the residual."""
-    for position, token in enumerate(draft_tokens):
-        if rng.random() * draft_probs[position, token] >= target_probs[position, token]:
-            return position, sample(target_probs[position], rng)
-    return len(draft_tokens), sample(target_probs[len(draft_tokens)], rng)
 
 
 # Draws for a power above 1 - 1e-6 at this significance: the outcome distribution under each wrong rule was
