@@ -29,7 +29,11 @@ def save_tokenizers(model_id: str, output: Path) -> None:
     """Save the Hugging Face tokenizer, plus its OpenVINO tokenizer/detokenizer IRs (for openvino-genai)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as error:  # a checkpoint without tokenizer files still exports
+        logger.warning("No tokenizer saved with %s: %s could not be loaded (%s).", output, model_id, error)
+        return
     tokenizer.save_pretrained(output)
     try:
         import openvino as ov
@@ -42,8 +46,11 @@ def save_tokenizers(model_id: str, output: Path) -> None:
         logger.warning("No OpenVINO tokenizer written to %s (%s).", output, error)
 
 
-def export_speculative(model: str, output: Path, draft_model: str = None, weight_format: str = "fp32") -> Path:
-    """Export a causal LM (and its draft) to OpenVINO and save them as `OVSpeculativeModelForCausalLM` loads them."""
+def export_speculative(
+    model: str, output: Path, draft_model: str = None, weight_format: str = "fp32", eagle_head: str = None
+) -> Path:
+    """Export a causal LM (and its draft and/or EAGLE head) to OpenVINO, saved as `OVSpeculativeModelForCausalLM`
+    loads them."""
     from tqdm.auto import tqdm
 
     from optimum_dynexec.speculative.modeling import DRAFT_SUBFOLDER, OVSpeculativeModelForCausalLM
@@ -51,8 +58,8 @@ def export_speculative(model: str, output: Path, draft_model: str = None, weight
     steps = tqdm(total=3, desc="export dynexec", unit="step")
     steps.set_postfix_str("exporting to OpenVINO")
     speculative = OVSpeculativeModelForCausalLM.from_pretrained(
-        model, export=True, draft_model=draft_model, quantization_config=quantization_config_for(weight_format),
-        compile=False,
+        model, export=True, draft_model=draft_model, eagle_head=eagle_head,
+        quantization_config=quantization_config_for(weight_format), compile=False,
     )
     steps.update()
     steps.set_postfix_str("saving")
@@ -80,6 +87,8 @@ class ExportDynexecCommand(BaseOptimumCLICommand):
             "holds early_exit_config.json, else text-generation.",
         )
         parser.add_argument("--draft-model", default=None, help="text-generation: draft model id or directory.")
+        parser.add_argument("--eagle-head", default=None,
+                            help="text-generation: EAGLE head folder (published format, e.g. from train-eagle).")
         parser.add_argument(
             "--weight-format", default="fp32", choices=WEIGHT_FORMATS,
             help="Weight compression applied to every OpenVINO model written (NNCF).",
@@ -92,11 +101,11 @@ class ExportDynexecCommand(BaseOptimumCLICommand):
         if task is None:
             task = "text-classification" if (Path(args.model) / "early_exit_config.json").is_file() else "text-generation"
         if task == "text-classification":
-            if args.draft_model is not None:
-                raise ValueError("`--draft-model` is for text-generation; drop it for text-classification.")
+            if args.draft_model is not None or args.eagle_head is not None:
+                raise ValueError("`--draft-model`/`--eagle-head` are for text-generation; drop them here.")
             from optimum_dynexec.early_exit import export_early_exit
 
             export_early_exit(args.model, args.output, args.weight_format)
         else:
-            export_speculative(args.model, args.output, args.draft_model, args.weight_format)
+            export_speculative(args.model, args.output, args.draft_model, args.weight_format, args.eagle_head)
         print(f"Exported to {args.output}")
