@@ -162,7 +162,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             saved_draft = Path(model_id) / DRAFT_SUBFOLDER
             draft_model = saved_draft if (saved_draft / "openvino_model.xml").is_file() else None
         if draft_model is not None and not isinstance(draft_model, OVModelForCausalLM):
-            draft_kwargs = {key: kwargs[key] for key in ("device", "compile", "trust_remote_code") if key in kwargs}
+            draft_kwargs = {key: kwargs[key] for key in ("device", "compile", "trust_remote_code", "stateful")
+                            if key in kwargs}
             draft_kwargs["ov_config"] = {**DRAFT_DEFAULT_CONFIG, **(user_ov_config or {}), **(draft_ov_config or {})}
             if draft_quantization_config is not None:
                 draft_kwargs["quantization_config"] = draft_quantization_config
