@@ -11,13 +11,13 @@
 """
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import openvino as ov
+
+from ..fixtures.cache import atomic_directory
 
 from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, \
     export_target_with_features, load_eagle_head, save_eagle_head
@@ -99,10 +99,7 @@ class OVEagle:
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> None:
         """Write the `eagle/` folder contents into `save_directory` (complete or not at all)."""
-        save_directory = Path(save_directory)
-        save_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.", dir=save_directory.parent))
-        try:
+        with atomic_directory(Path(save_directory)) as staging:
             for name in (HEAD_CONFIG, HEAD_WEIGHTS_SAFETENSORS, HEAD_WEIGHTS_BIN):
                 if (self.head_folder / name).is_file():
                     shutil.copy2(self.head_folder / name, staging / name)
@@ -111,12 +108,6 @@ class OVEagle:
             tree = {"depth": int(self.tree.depth), "top_k": int(self.tree.top_k),
                     "total_tokens": int(self.tree.total_tokens)}
             (staging / EAGLE_CONFIG).write_text(json.dumps({"tree": tree}, indent=2) + "\n")
-            if save_directory.exists():
-                shutil.rmtree(save_directory)
-            os.replace(staging, save_directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     # ------------------------------------------------------------------------------------------------ running
 
