@@ -32,6 +32,56 @@ class DecodingStats:
         return (sum(self.accepted_lengths) + verifications) / verifications if verifications else 0.0
 
 
+class GeneratedSequence:
+    """The prompt and the tokens generated after it, with the rules that end generation.
+
+    Every kept token goes through `append`, one by one, so EOS or a stopping criterion in the middle of an
+    accepted draft ends the output exactly where plain decoding would. Shared by every decoding loop.
+    """
+
+    def __init__(self, prompt: np.ndarray, max_new_tokens: int, eos_token_ids: Sequence[int],
+                 should_stop: Optional[Callable[[np.ndarray], bool]],
+                 on_tokens: Optional[Callable[[np.ndarray], None]], stats: DecodingStats):
+        self._buffer = np.empty(len(prompt) + max_new_tokens + 1, dtype=np.int64)
+        self._buffer[: len(prompt)] = prompt
+        self.prompt_length = self.length = len(prompt)
+        self.max_new_tokens = max_new_tokens
+        self._eos = np.asarray(list(eos_token_ids), dtype=np.int64)
+        self._should_stop = should_stop
+        self._on_tokens = on_tokens
+        self._stats = stats
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The whole sequence so far (a view)."""
+        return self._buffer[: self.length]
+
+    @property
+    def room(self) -> int:
+        """How many draft tokens a verification may still keep: the target adds one token of its own after them."""
+        return max(0, self.max_new_tokens - (self.length - self.prompt_length) - 1)
+
+    def append(self, token: int) -> bool:
+        """Keep `token`; return True when generation must end after it."""
+        self._buffer[self.length] = token
+        self.length += 1
+        self._stats.new_tokens += 1
+        if self._on_tokens is not None:
+            self._on_tokens(self._buffer[self.length - 1 : self.length])
+        if self.length - self.prompt_length >= self.max_new_tokens:
+            return True
+        if len(self._eos) and (self._eos == token).any():
+            return True
+        return self._should_stop is not None and self._should_stop(self.tokens)
+
+    def extend(self, tokens: np.ndarray) -> bool:
+        """Keep `tokens` one by one; return True (and keep no more) as soon as generation must end."""
+        return any(self.append(token) for token in tokens)
+
+    def new_tokens(self) -> np.ndarray:
+        return self._buffer[self.prompt_length : self.length].copy()
+
+
 def speculative_decode(
     target: DecoderSession,
     drafter: Optional[Drafter],
@@ -55,40 +105,28 @@ def speculative_decode(
     """
     rng = rng if rng is not None else np.random.default_rng()
     stats = stats if stats is not None else DecodingStats()
-    eos = np.asarray(list(eos_token_ids), dtype=np.int64)
-    sequence = np.empty(len(prompt) + max_new_tokens + 1, dtype=np.int64)
-    sequence[: len(prompt)] = prompt
-    length = len(prompt)
+    output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats)
 
     target.reset()
     if drafter is not None:
         drafter.begin(prompt, sampling, rng)
-    logits = target.append(prompt)[-1:]
+    logits = target.append(prompt)
     stats.target_calls += 1
-    pending = _choose(logits, sampling, rng)
+    pending = choose_token(logits[-1], sampling, rng)
 
-    while True:
-        # Emit the token chosen by the target, then stop or continue.
-        sequence[length] = pending
-        length += 1
-        stats.new_tokens += 1
-        if on_tokens is not None:
-            on_tokens(sequence[length - 1 : length])
-        if _finished(sequence, length, len(prompt), max_new_tokens, eos, should_stop):
-            break
-
-        draft = drafter.propose(sequence[:length]) if drafter is not None else None
-        draft_tokens = draft.tokens[: max(0, max_new_tokens - (length - len(prompt)) - 1)] if draft else None
+    while not output.append(pending):
+        draft = drafter.propose(output.tokens) if drafter is not None else None
+        draft_tokens = draft.tokens[: output.room] if draft else None
+        last_token = output.tokens[-1:]
         if draft_tokens is None or len(draft_tokens) == 0:
-            logits = target.append(sequence[length - 1 : length])
+            logits = target.append(last_token)
             stats.target_calls += 1
-            pending = _choose(logits, sampling, rng)
+            pending = choose_token(logits[-1], sampling, rng)
             if draft is not None:
                 drafter.update(0, 0)
             continue
 
-        verify_tokens = np.concatenate([sequence[length - 1 : length], draft_tokens])
-        target_logits = target.append(verify_tokens)
+        target_logits = target.append(np.concatenate([last_token, draft_tokens]))
         stats.target_calls += 1
         if sampling is None:
             accepted_length, pending = greedy_accept(draft_tokens, target_logits)
@@ -97,35 +135,19 @@ def speculative_decode(
             accepted_length, pending = speculative_accept(
                 draft_tokens, draft_probs, sampling.probabilities(target_logits), rng
             )
-        target.rollback(length + accepted_length)
+        target.rollback(output.length + accepted_length)
         drafter.update(len(draft_tokens), accepted_length)
         stats.drafted_tokens += len(draft_tokens)
         stats.accepted_tokens += accepted_length
         stats.accepted_lengths.append(accepted_length)
+        if output.extend(draft_tokens[:accepted_length]):
+            break
 
-        # Accepted drafts go through the same emit/stop checks as any token, one by one, so EOS or a stopping
-        # criterion in the middle of a draft ends the output exactly where plain decoding would.
-        for token in draft_tokens[:accepted_length]:
-            sequence[length] = token
-            length += 1
-            stats.new_tokens += 1
-            if on_tokens is not None:
-                on_tokens(sequence[length - 1 : length])
-            if _finished(sequence, length, len(prompt), max_new_tokens, eos, should_stop):
-                return sequence[len(prompt) : length].copy()
-
-    return sequence[len(prompt) : length].copy()
+    return output.new_tokens()
 
 
-def _choose(logits: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> int:
+def choose_token(logits: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> int:
+    """The target's own next token from one row of logits: argmax, or a draw from the warped distribution."""
     if sampling is None:
-        return int(logits[-1].argmax())
-    return sample(sampling.probabilities(logits[-1:])[0], rng)
-
-
-def _finished(sequence, length, prompt_length, max_new_tokens, eos, should_stop) -> bool:
-    if length - prompt_length >= max_new_tokens:
-        return True
-    if len(eos) and (eos == sequence[length - 1]).any():
-        return True
-    return should_stop is not None and should_stop(sequence[:length])
+        return int(logits.argmax())
+    return sample(sampling.probabilities(logits[None])[0], rng)

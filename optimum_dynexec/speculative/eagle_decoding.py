@@ -18,9 +18,9 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import openvino as ov
 
-from .decoding import DecodingStats, _finished
+from .decoding import DecodingStats, GeneratedSequence, choose_token
 from .eagle import additive_mask
-from .sampling import SamplingSettings, sample
+from .sampling import SamplingSettings
 from .tree import DraftTree, TreeCandidates, greedy_tree_accept, log_softmax, sampling_tree_accept
 
 
@@ -138,33 +138,22 @@ class EagleSpeculator:
         """Generate up to `max_new_tokens` after `prompt` (1D int64); same contract as `speculative_decode`."""
         rng = rng if rng is not None else np.random.default_rng()
         stats = stats if stats is not None else DecodingStats()
-        eos = np.asarray(list(eos_token_ids), dtype=np.int64)
         prompt = np.asarray(prompt, dtype=np.int64)
-        sequence = np.empty(len(prompt) + max_new_tokens + 1, dtype=np.int64)
-        sequence[: len(prompt)] = prompt
-        length = len(prompt)
+        output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats)
         self.target.reset()
         self.head.reset()
 
         request = self.target.run(_rows(input_ids=prompt, position_ids=np.arange(len(prompt))))
         stats.target_calls += 1
-        pending = _choose(request.get_tensor("logits").data[0, -1], sampling, rng)
+        pending = choose_token(request.get_tensor("logits").data[0, -1], sampling, rng)
         # Pairs for the head: the target's feature at each cached position, with the token that followed it.
         pair_features = request.get_tensor("hidden_states").data[0].copy()
         pair_tokens = np.concatenate([prompt[1:], [pending]])
 
-        while True:
-            sequence[length] = pending
-            length += 1
-            stats.new_tokens += 1
-            if on_tokens is not None:
-                on_tokens(sequence[length - 1 : length])
-            if _finished(sequence, length, len(prompt), max_new_tokens, eos, should_stop):
-                break
-
-            tree = self._draft(pair_tokens, pair_features, length)
-            tree = tree.truncated(max_new_tokens - (length - len(prompt)) - 1)
-            root = length - 1
+        while not output.append(pending):
+            tree = self._draft(pair_tokens, pair_features, output.length)
+            tree = tree.truncated(output.room)
+            root = output.length - 1
             tokens = np.concatenate([[pending], tree.tokens])
             visible = np.ones((len(tokens), self.target.length + len(tokens)), dtype=bool)
             visible[:, self.target.length :] = tree.visibility()
@@ -185,16 +174,9 @@ class EagleSpeculator:
             stats.drafted_tokens += len(tree)
             stats.accepted_tokens += len(path)
             stats.accepted_lengths.append(len(path))
-
-            for token in accepted:
-                sequence[length] = token
-                length += 1
-                stats.new_tokens += 1
-                if on_tokens is not None:
-                    on_tokens(sequence[length - 1 : length])
-                if _finished(sequence, length, len(prompt), max_new_tokens, eos, should_stop):
-                    return sequence[len(prompt) : length].copy()
-        return sequence[len(prompt) : length].copy()
+            if output.extend(accepted):
+                break
+        return output.new_tokens()
 
     def _draft(self, pair_tokens: np.ndarray, pair_features: np.ndarray, length: int) -> DraftTree:
         """Feed the head the new (feature, token) pairs, then grow an EAGLE-2 tree below the root (the token at
@@ -252,7 +234,3 @@ def _rows(**arrays) -> Dict[str, np.ndarray]:
     return rows
 
 
-def _choose(logits: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> int:
-    if sampling is None:
-        return int(logits.argmax())
-    return sample(sampling.probabilities(logits[None])[0], rng)
