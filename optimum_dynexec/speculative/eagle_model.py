@@ -20,7 +20,7 @@ import openvino as ov
 from ..fixtures.cache import atomic_directory
 
 from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, \
-    export_target_with_features, load_eagle_head, save_eagle_head
+    export_target_with_features, load_eagle_head
 from .eagle_decoding import EagleSpeculator, TreeSettings
 
 
