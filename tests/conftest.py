@@ -51,6 +51,28 @@ def _config(architecture: str, vocab_size: int = VOCAB_SIZE):
         return transformers.Phi3Config(**_DECODER, original_max_position_embeddings=512, **tokens)
     if architecture == "gpt2":
         return transformers.GPT2Config(n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=512, **tokens)
+    # Beyond the families the issue names, each with a different way to place tokens: learned positions offset by
+    # the attention mask (OPT), ALiBi from the mask (Bloom), multi-query attention (GPTBigCode), partial rotary
+    # (GPT-NeoX, GPT-J), a fused QKV with grouped KV heads (Falcon), QK-norm (Qwen3), and mixture-of-experts (Mixtral).
+    if architecture == "opt":
+        return transformers.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                                      word_embed_proj_dim=32, max_position_embeddings=512, **tokens)
+    if architecture == "bloom":
+        return transformers.BloomConfig(hidden_size=32, n_layer=2, n_head=4, **tokens)
+    if architecture == "gpt_bigcode":
+        return transformers.GPTBigCodeConfig(n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=512,
+                                             multi_query=True, **tokens)
+    if architecture == "gpt_neox":
+        return transformers.GPTNeoXConfig(**_DECODER, **tokens)
+    if architecture == "gptj":
+        return transformers.GPTJConfig(n_embd=32, n_layer=2, n_head=4, n_positions=512, rotary_dim=4, **tokens)
+    if architecture == "falcon":
+        return transformers.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         new_decoder_architecture=True, num_kv_heads=2, **tokens)
+    if architecture == "qwen3":
+        return transformers.Qwen3Config(**_DECODER, head_dim=8, **tokens)
+    if architecture == "mixtral":
+        return transformers.MixtralConfig(**_DECODER, num_local_experts=4, num_experts_per_tok=2, **tokens)
     raise ValueError(architecture)
 
 
@@ -106,6 +128,17 @@ MODEL_BUILDERS: Dict[str, Callable] = {
     "small-vocab": lambda: _build_target("llama", SMALL_VOCAB_SIZE, seed=4),
 }
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "phi3")
+MORE_ARCHITECTURES = ("opt", "bloom", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "qwen3", "mixtral")
+for _architecture in MORE_ARCHITECTURES:
+    MODEL_BUILDERS[_architecture] = (lambda architecture: lambda: _build_target(architecture))(_architecture)
+
+
+def architecture_cases(architectures=ARCHITECTURES + MORE_ARCHITECTURES):
+    """Every `(architecture, stateful)` pair, as pytest parameters."""
+    return [
+        pytest.param(architecture, stateful, id=f"{architecture}-{'stateful' if stateful else 'stateless'}")
+        for architecture in architectures for stateful in (True, False)
+    ]
 
 
 @contextlib.contextmanager

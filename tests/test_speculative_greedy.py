@@ -1,11 +1,12 @@
 """Greedy speculative generation is token-identical to plain `OVModelForCausalLM.generate()` on the same IR."""
 
 import pytest
+from optimum.intel import OVModelForCausalLM
 
 from optimum_dynexec.speculative.modeling import OVSpeculativeModelForCausalLM
 
 from conftest import (
-    ARCHITECTURES, expected_tokens, load_plain, load_speculative, looping_prompt, new_tokens, random_prompt,
+    architecture_cases, expected_tokens, load_plain, load_speculative, looping_prompt, new_tokens, random_prompt,
     repetitive_prompt, shared_plain,
 )
 
@@ -26,8 +27,7 @@ def _prompts(plain):
     return [random_prompt(0, 5), random_prompt(1, 17), looping_prompt(2), repetitive_prompt(plain, seed=3)]
 
 
-@pytest.mark.parametrize("stateful", [True, False], ids=["stateful", "stateless"])
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture, stateful", architecture_cases())
 def test_greedy_draft_model_matches_plain(tiny_models, architecture, stateful):
     """A draft model (a different model with the same vocabulary) proposes; output equals plain decoding."""
     target_dir = tiny_models.ir(architecture, stateful)
@@ -48,8 +48,7 @@ def test_greedy_draft_model_matches_plain(tiny_models, architecture, stateful):
         assert accepted > 0 and any(0 < length < 4 for s in stats for length in s.accepted_lengths)
 
 
-@pytest.mark.parametrize("stateful", [True, False], ids=["stateful", "stateless"])
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture, stateful", architecture_cases())
 def test_greedy_prompt_lookup_matches_plain(tiny_models, architecture, stateful):
     target_dir = tiny_models.ir(architecture, stateful)
     plain = shared_plain(target_dir)
@@ -124,3 +123,16 @@ def test_long_generation_past_the_initial_cache_bookkeeping(tiny_models, statefu
     assert new_tokens(model, prompt, max_new_tokens=96, **KEEP_DRAFTING) == expected
     stats = model.last_decoding_stats
     assert stats.drafted_tokens - stats.accepted_tokens > 0
+
+
+def test_stateless_draft_at_the_cpus_default_precision(tiny_models):
+    """A stateless draft compiled at the CPU's default precision: on bf16 CPUs optimum-intel makes its past
+    key/value ports bf16, which numpy cannot hold, so the session must bind them retyped."""
+    target_dir = tiny_models.ir("llama")
+    draft = OVModelForCausalLM.from_pretrained(tiny_models.ir("llama-draft", stateful=False))  # default ov_config
+    model = load_speculative(target_dir, draft_model=draft)
+    for prompt in _prompts(shared_plain(target_dir))[:2]:
+        expected = expected_tokens(target_dir, prompt, MAX_NEW_TOKENS)
+        assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, **KEEP_DRAFTING) == expected
+        assert model.last_decoding_stats.accepted_tokens > 0
+

@@ -49,6 +49,9 @@ class DecoderSession:
             port for port in model.inputs if port.get_any_name().startswith("past_key_values")
         ]
         self._present_names = [name.replace("past_key_values", "present") for name in self._past_names()]
+        # numpy has no bf16: a bf16 cache (optimum-intel's stateless default on bf16 CPUs) is held as float16-typed
+        # bits and retyped when bound, which is also how optimum-intel passes it.
+        self._past_types = {port.get_any_name(): port.get_element_type() for port in self._past_inputs}
         if "beam_idx" in self._ports:
             request.set_tensor(self._ports["beam_idx"], ov.Tensor(np.zeros(1, dtype=np.int32)))
         self.length = 0
@@ -101,7 +104,10 @@ class DecoderSession:
         else:
             attention_mask = np.ones(start + count, dtype=np.int64)
             for name, value in self._past.items():  # contiguous and owned by self._past: shared, never freed early
-                request.set_tensor(ports[name], ov.Tensor(value, shared_memory=True))
+                if self._past_types[name] == ov.Type.bf16:
+                    request.set_tensor(ports[name], ov.Tensor(value, value.shape, ov.Type.bf16))
+                else:
+                    request.set_tensor(ports[name], ov.Tensor(value, shared_memory=True))
         if "attention_mask" in ports:
             request.set_tensor(ports["attention_mask"], ov.Tensor(attention_mask.reshape(1, -1), shared_memory=True))
         if "position_ids" in ports:

@@ -485,5 +485,3 @@ def check_draft_compatible(target: OVModelForCausalLM, draft: OVModelForCausalLM
             "Speculative decoding needs a draft that shares the target's tokenizer: pick a smaller model of the "
             "same family, or train one with the target's tokenizer."
         )
-    if draft.config.model_type in ("bloom", "gpt_bigcode") and not draft.stateful:
-        raise ValueError(f"Stateless {draft.config.model_type} drafts are not supported: export the draft stateful.")
