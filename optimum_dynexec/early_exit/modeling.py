@@ -15,7 +15,7 @@ import torch
 from optimum.intel import OVModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .config import EXITS_DIR_NAME, EarlyExitConfig, validate_entropy_threshold
+from .config import EarlyExitConfig, validate_entropy_threshold
 from .export import export_early_exit, load_segments, quantize_segments, save_segments, segment_names
 
 

@@ -146,6 +146,26 @@ def speculative_decode(
     return output.new_tokens()
 
 
+class ChainSpeculator:
+    """A target session and a drafter proposing one chain of tokens per verification (draft model, prompt lookup).
+
+    Has the same `decode` as `EagleSpeculator` (tree drafts), so the model class runs either the same way.
+    """
+
+    def __init__(self, target: DecoderSession, drafter: Optional[Drafter]):
+        self.target = target
+        self.drafter = drafter
+
+    def decode(self, prompt: np.ndarray, max_new_tokens: int, eos_token_ids: Sequence[int] = (),
+               sampling: Optional[SamplingSettings] = None, rng: Optional[np.random.Generator] = None,
+               should_stop: Optional[Callable[[np.ndarray], bool]] = None,
+               on_tokens: Optional[Callable[[np.ndarray], None]] = None,
+               stats: Optional[DecodingStats] = None) -> np.ndarray:
+        """`speculative_decode` on this target and drafter."""
+        return speculative_decode(self.target, self.drafter, prompt, max_new_tokens, eos_token_ids, sampling, rng,
+                                  should_stop, on_tokens, stats)
+
+
 def choose_token(logits: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> int:
     """The target's own next token from one row of logits: argmax, or a draw from the warped distribution."""
     if sampling is None:

@@ -22,7 +22,7 @@ from transformers import GenerationConfig, StoppingCriteriaList
 from transformers.generation.stopping_criteria import MaxTimeCriteria, StopStringCriteria
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .decoding import DecodingStats, speculative_decode
+from .decoding import ChainSpeculator, DecodingStats
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
 from .eagle_decoding import TreeSettings
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
@@ -180,7 +180,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if draft_model is not None:
             check_draft_compatible(self, draft_model)
         self.draft_model = draft_model
-        self._drafters: Dict[int, Drafter] = {}
+        self._drafters: Dict[tuple, Drafter] = {}
         self.last_decoding_stats: Optional[DecodingStats] = None
 
     def _attach_eagle(self, eagle: Optional[OVEagle], user_ov_config: Optional[dict] = None) -> None:
@@ -253,21 +253,21 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if input_ids is None:
             raise ValueError("Pass the prompt as `inputs` or `input_ids` (a LongTensor of shape [1, length]).")
 
-        drafter = self._drafter_for(config, assistant_model)
+        speculator = self._speculator_for(config, assistant_model)
         reason = self._reason_to_decode_plainly(
             config, input_ids, logits_processor, prefix_allowed_tokens_fn, negative_prompt_ids, model_kwargs
         )
-        if drafter is None or reason is not None:
-            if drafter is not None:
+        if speculator is None or reason is not None:
+            if speculator is not None:
                 logger.warning("Speculative decoding is off for this call (%s); decoding plainly.", reason)
             return self._generate_plainly(
                 inputs, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn,
                 synced_gpus, streamer, negative_prompt_ids, negative_prompt_attention_mask, tokenizer, kwargs,
             )
-        return self._generate_speculatively(config, input_ids, model_kwargs, drafter, stopping_criteria, streamer,
-                                            tokenizer)
+        return self._generate_speculatively(config, input_ids, model_kwargs, speculator, stopping_criteria,
+                                            streamer, tokenizer)
 
-    def _generate_speculatively(self, config, input_ids, model_kwargs, drafter, stopping_criteria, streamer,
+    def _generate_speculatively(self, config, input_ids, model_kwargs, speculator, stopping_criteria, streamer,
                                 tokenizer):
         input_ids = torch.as_tensor(input_ids)
         attention_mask = model_kwargs.get("attention_mask")
@@ -292,14 +292,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         stats = DecodingStats()
         new_tokens = np.zeros(0, dtype=np.int64)
         if max_new_tokens > 0:
-            decode = getattr(drafter, "decode", None)  # drafters with their own loop (EAGLE trees)
-            if decode is not None:
-                new_tokens = decode(prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens, stats)
-            else:
-                target = self._target_session()
-                new_tokens = speculative_decode(
-                    target, drafter, prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens, stats
-                )
+            new_tokens = speculator.decode(prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens,
+                                           stats)
         if streamer is not None:
             streamer.end()
         self.last_decoding_stats = stats
@@ -330,8 +324,19 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             self._session = DecoderSession(self.request, self.stateful)
         return self._session
 
+    def _speculator_for(self, config: GenerationConfig, assistant_model):
+        """What speculates in this call: the EAGLE head (tree drafts), or the target with a chain drafter; `None`
+        when nothing drafts (plain decoding)."""
+        if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
+            if self.eagle._compiled is None:
+                self.eagle.compile(self._device, {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
+                                   self._eagle_head_ov_config)
+            return self.eagle.speculator(getattr(self, "_eagle_tree", None))
+        drafter = self._drafter_for(config, assistant_model)
+        return None if drafter is None else ChainSpeculator(self._target_session(), drafter)
+
     def _drafter_for(self, config: GenerationConfig, assistant_model) -> Optional[Drafter]:
-        """The drafter this call asks for: prompt lookup, the per-call assistant, or the attached draft model."""
+        """The chain drafter this call asks for: prompt lookup, the per-call assistant, or the attached draft."""
         if config.prompt_lookup_num_tokens is not None:
             if assistant_model is not None:
                 raise ValueError("Pass either `assistant_model` or `prompt_lookup_num_tokens`, not both.")
@@ -340,11 +345,6 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             # Prompt lookup is rebuilt per call: its only state is the adapted length, which follows the text.
             ngram_size = config.max_matching_ngram_size
             return PromptLookupDrafter(draft_length, 2 if ngram_size is None else ngram_size)
-        if assistant_model is None and self.eagle is not None:
-            if self.eagle._compiled is None:
-                self.eagle.compile(self._device, {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
-                                   self._eagle_head_ov_config)
-            return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         draft_model = assistant_model if assistant_model is not None else self.draft_model
         if draft_model is None:
             return None
@@ -355,20 +355,17 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                     f"`OVModelForCausalLM.from_pretrained(..., export=True)`), got {type(assistant_model).__name__}."
                 )
             check_draft_compatible(self, assistant_model)
-        key = id(draft_model)
-        drafter = self._drafters.get(key)
-        settings = (config.num_assistant_tokens, config.num_assistant_tokens_schedule,
-                    config.assistant_confidence_threshold)
-        if drafter is None or drafter.settings != settings:
+        # The drafter (and its adapted draft length) lives across calls while the draft model and settings stay.
+        key = (id(draft_model), config.num_assistant_tokens, config.num_assistant_tokens_schedule,
+               config.assistant_confidence_threshold)
+        if key not in self._drafters:
             draft_length = DraftLength(
                 int(config.num_assistant_tokens), MAX_DRAFT_TOKENS, config.num_assistant_tokens_schedule
             )
-            drafter = DraftModelDrafter(
+            self._drafters = {key: DraftModelDrafter(
                 DecoderSession.for_model(draft_model), draft_length, config.assistant_confidence_threshold or 0.0
-            )
-            drafter.settings = settings
-            self._drafters = {key: drafter}
-        return drafter
+            )}
+        return self._drafters[key]
 
     def _reason_to_decode_plainly(self, config, input_ids, logits_processor, prefix_allowed_tokens_fn,
                                   negative_prompt_ids, model_kwargs) -> Optional[str]:
