@@ -13,8 +13,9 @@ from test_eagle_head import text_target, write_published_head  # noqa: F401 (a f
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from optimum_dynexec.speculative.decoding import DecodingStats
-from optimum_dynexec.speculative.eagle import export_target_with_features
-from optimum_dynexec.speculative.eagle_decoding import EagleSpeculator, TreeSession, TreeSettings, _rows
+from optimum_dynexec.speculative.eagle import target_with_features
+from optimum_dynexec.speculative.eagle_decoding import EagleSpeculator, TreeSettings, _rows
+from optimum_dynexec.speculative.kv_cache import TreeDecoderSession
 from optimum_dynexec.speculative.sampling import SamplingSettings
 from optimum_dynexec.speculative.tree import DraftTree
 
@@ -32,13 +33,13 @@ def llama(tiny_models, tmp_path_factory):
     return target_dir, head_dir, model, plain
 
 
-def test_tree_session_keeps_exactly_the_accepted_path(llama):
+def test_tree_session_keeps_exactly_the_accepted_path(tiny_models, llama):
     """After scoring a tree and keeping one path, the next token's logits equal a plain run of that sequence."""
     target_dir = llama[0]
     torch_model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
-    compiled = ov.Core().compile_model(export_target_with_features(torch_model), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
-    session = TreeSession(compiled)
+    rewritten = target_with_features(ov.Core().read_model(tiny_models.ir("llama") / "openvino_model.xml"))
+    compiled = ov.Core().compile_model(rewritten, "CPU", {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
+    session = TreeDecoderSession(compiled.create_infer_request())
     prompt = random_prompt(0, 10)[0].numpy()
     session.run(_rows(input_ids=prompt, position_ids=np.arange(10)))
     # root 50; children 60, 61; 61 has children 70, 71; 71 has child 80. Keep root -> 61 -> 71 -> 80.
@@ -53,7 +54,10 @@ def test_tree_session_keeps_exactly_the_accepted_path(llama):
     sequence = torch.from_numpy(np.concatenate([prompt, [50, 61, 71, 80, 90]]))[None]
     with torch.no_grad():
         expected = torch_model(sequence).logits[0, -1].numpy()
-    assert np.allclose(request.get_tensor("logits").data[0, -1], expected, atol=1e-4)
+    # f32 kernels fused differently from torch's differ by ~1e-4 on logits of spread ~4; a wrongly kept or
+    # wrongly masked row changes them by O(1).
+    assert np.allclose(request.get_tensor("logits").data[0, -1], expected, atol=1e-3)
+    assert session.masked_slots == 2
 
 
 @pytest.mark.parametrize("tree", TREES, ids=["eagle2-default", "chain", "wide"])
@@ -169,7 +173,7 @@ def test_save_load_round_trip_and_plain_loading(llama, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     assert sorted(p.name for p in (tmp_path / "saved" / "eagle").iterdir()) == [
         "config.json", "eagle_config.json", "model.safetensors", "openvino_eagle_head.bin",
-        "openvino_eagle_head.xml", "openvino_target_features.bin", "openvino_target_features.xml"]
+        "openvino_eagle_head.xml"]  # no second copy of the target: its tree graph is derived at compile time
     assert json.loads((tmp_path / "saved" / "dynexec_config.json").read_text())["speculative"]["eagle_subfolder"] == "eagle"
     assert not [p for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
 

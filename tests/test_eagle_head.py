@@ -17,8 +17,8 @@ from optimum_dynexec.speculative.eagle import (
     additive_mask,
     eagle_config_from_target,
     export_eagle_head,
-    export_target_with_features,
     load_eagle_head,
+    target_with_features,
 )
 from optimum_dynexec.speculative.eagle_training import (
     EagleTrainingArguments,
@@ -203,22 +203,31 @@ def test_openvino_head_scores_a_tree_after_a_cache_like_torch(target, tmp_path):
         assert np.allclose(tree["logits"][0, row], logits[0, -1].numpy(), atol=1e-3)
 
 
-def test_openvino_target_returns_the_features_that_feed_lm_head(target):
+def test_rewritten_target_returns_the_features_that_feed_lm_head(tiny_models, target):
+    """optimum-intel's exported graph, rewritten: same logits as torch, plus the post-norm features."""
     _, model = target
-    compiled = ov.Core().compile_model(export_target_with_features(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rewritten = target_with_features(ov.Core().read_model(tiny_models.ir("llama") / "openvino_model.xml"))
+    assert {"tree_mask", "input_ids", "position_ids"} <= {port.get_any_name() for port in rewritten.inputs}
+    assert "hidden_states" in {name for port in rewritten.outputs for name in port.get_names()}
+    compiled = ov.Core().compile_model(rewritten, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     tokens = torch.randint(3, model.config.vocab_size, (1, 9))
-    layers, kv_heads = model.config.num_hidden_layers, model.config.num_key_value_heads
-    head_dim = model.config.hidden_size // model.config.num_attention_heads
-    empty = {f"past_key_values.{i}.{kind}": np.zeros((1, kv_heads, 0, head_dim), np.float32)
-             for i in range(layers) for kind in ("key", "value")}
     outputs = _run(compiled, {"input_ids": tokens.numpy(), "position_ids": np.arange(9)[None],
-                              "attention_mask": additive_mask(np.tri(9, dtype=bool))}, empty)
+                              "attention_mask": np.ones((1, 9), np.int64), "beam_idx": np.zeros(1, np.int32),
+                              "tree_mask": additive_mask(np.tri(9, dtype=bool))}, {})
     with torch.no_grad():
         hidden = model.model(tokens).last_hidden_state
         logits = model.lm_head(hidden)
     assert np.allclose(outputs["hidden_states"], hidden.numpy(), atol=1e-5)
     assert np.allclose(outputs["logits"], logits.numpy(), atol=1e-4)
-    assert outputs["present.0.key"].shape == (1, kv_heads, 9, head_dim)
+
+
+def test_rewriting_a_graph_without_sdpa_says_what_to_do():
+    import openvino.opset13 as opset
+
+    tokens = opset.parameter([1, -1], ov.Type.i64, name="input_ids")
+    graph = ov.Model([opset.result(opset.convert(tokens, ov.Type.f32))], [tokens])
+    with pytest.raises(ValueError, match="scaled-dot-product attention"):
+        target_with_features(graph)
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -14,13 +14,15 @@ Published heads (e.g. the `yuhuili/EAGLE-*` checkpoints) are a LLaMA-style `conf
 `embed_tokens.weight`, in `model.safetensors` or `pytorch_model.bin`. `load_eagle_head` reads that format;
 `save_eagle_head` writes it (so heads trained here load elsewhere too).
 
-Two OpenVINO graphs come out of this module, both stateless (past keys/values are inputs, presents outputs) and
-both taking an explicit 4D additive attention mask and explicit position ids, so a whole draft *tree* is scored in
-one call:
+Two OpenVINO graphs come out of this module, both taking an additive attention mask over the cache (so a whole
+draft *tree* is scored in one call) and explicit position ids:
 
-* `export_target_with_features`: the target, returning `logits` and `hidden_states` (what feeds `lm_head`);
-* `export_eagle_head`: the head (+ the target's embedding and lm_head), returning `logits` and the predicted
-  features `hidden_states`.
+* `target_with_features`: optimum-intel's own stateful target graph, rewritten to take a `tree_mask` and to
+  return `hidden_states` (what feeds `lm_head`) next to `logits`. Rewriting the exported graph, rather than
+  tracing the target again, keeps the CPU plugin's fused RoPE and SDPA kernels: a re-traced graph measured
+  several times slower per call;
+* `export_eagle_head`: the head (+ the target's embedding and lm_head), stateless (past keys/values are inputs,
+  presents outputs), returning `logits` and the predicted features `hidden_states`.
 """
 
 import json
@@ -271,25 +273,6 @@ class _TracedCache:
         return self.past[0].shape[-2]
 
 
-class _TargetWithFeatures(nn.Module):
-    def __init__(self, causal_lm):
-        super().__init__()
-        self.causal_lm = causal_lm
-
-    def forward(self, input_ids, position_ids, attention_mask, *past):
-        decoder = self.causal_lm.get_decoder()
-        cache = _TracedCache(past)
-        hidden = decoder.embed_tokens(input_ids)
-        position_embeddings = decoder.rotary_emb(hidden, position_ids)
-        for layer in decoder.layers:
-            output = layer(hidden, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
-                           use_cache=True, position_embeddings=position_embeddings)
-            hidden = output[0] if isinstance(output, tuple) else output
-        hidden = decoder.norm(hidden)
-        logits = self.causal_lm.get_output_embeddings()(hidden)
-        return (logits, hidden, *cache.present)
-
-
 class _HeadGraph(nn.Module):
     def __init__(self, head: EagleHead):
         super().__init__()
@@ -339,19 +322,50 @@ def _convert(module: nn.Module, inputs: dict, layers: int, config, output_names:
     return ov_model
 
 
-def export_target_with_features(causal_lm):
-    """The target as a stateless OpenVINO model scoring a token tree in one call.
+def target_with_features(ov_model):
+    """Rewrite optimum-intel's exported target graph (a copy) so one call verifies a whole draft tree.
 
-    Inputs: `input_ids` `[1, n]`, `position_ids` `[1, n]`, `attention_mask` (additive, `[1, 1, n, past + n]`),
-    `past_key_values.{i}.key/value` `[1, kv_heads, past, head_dim]`. Outputs: `logits` `[1, n, vocab]`,
-    `hidden_states` `[1, n, hidden]` (after the final norm: the EAGLE feature), `present.{i}.key/value`.
+    The graph keeps everything optimum-intel's export gives it (stateful KV cache, fused RoPE and SDPA kernels on
+    CPU), with two changes:
+
+    * a `tree_mask` input (`[1, 1, new rows, cache slots]`, additive f32) replaces the causal mask every attention
+      layer computed from `attention_mask`, so each new row sees exactly the rows the tree says (its ancestors);
+    * a `hidden_states` output (`[1, n, hidden]`): the input of `lm_head`, the feature EAGLE drafts from.
+
+    Raises `ValueError` for graphs without one shared attention mask feeding `ScaledDotProductAttention`
+    (exports that did not go through SDPA), saying what to do.
     """
-    config = causal_lm.config
-    causal_lm = causal_lm.float().eval()
-    config._attn_implementation = "sdpa"
-    example = {"input_ids": torch.tensor([[1, 2]]), "position_ids": torch.tensor([[3, 4]])}
-    return _convert(_TargetWithFeatures(causal_lm), example, config.num_hidden_layers, config,
-                    ("logits", "hidden_states"))
+    import openvino as ov
+    import openvino.opset13 as opset
+
+    from .kv_cache import TREE_MASK_INPUT
+
+    ov_model = ov_model.clone()
+    attention = [op for op in ov_model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+    masks = {op.input(3).get_source_output() for op in attention if op.get_input_size() > 3}
+    if not attention or len(masks) != 1 or any(op.get_input_size() <= 3 for op in attention):
+        raise ValueError(
+            "EAGLE needs the target exported by optimum-intel with scaled-dot-product attention (one attention "
+            f"mask shared by all layers); this graph has {len(attention)} SDPA operations and {len(masks)} masks. "
+            "Re-export the target with `optimum-cli export openvino` / `export=True` using the current versions."
+        )
+    tree_mask = opset.parameter(ov.PartialShape([-1, 1, -1, -1]), ov.Type.f32, name=TREE_MASK_INPUT)
+    tree_mask.output(0).get_tensor().set_names({TREE_MASK_INPUT})
+    for op in attention:
+        op.input(3).replace_source_output(tree_mask.output(0))
+
+    logits = next(output for output in ov_model.outputs if "logits" in output.get_names())
+    node = logits.get_node().input(0).get_source_output().get_node()
+    while node.get_type_name() != "MatMul":  # past any scaling / conversion after lm_head
+        if node.get_input_size() == 0:
+            raise ValueError("Could not find the lm_head MatMul that produces the target's logits.")
+        node = node.input(0).get_source_output().get_node()
+    features = opset.result(node.input(0).get_source_output())
+    features.output(0).get_tensor().set_names({"hidden_states"})
+    ov_model.add_results([features])
+    ov_model.add_parameters([tree_mask])
+    ov_model.validate_nodes_and_infer_types()
+    return ov_model
 
 
 def export_eagle_head(head: EagleHead):

@@ -7,8 +7,8 @@ Invariants of the loop (`EagleSpeculator.decode`), with `sequence[:length]` the 
 * the head's cache holds one entry per pair `(target feature f_i, token x_{i+1})` for `i < length - 1`: it is fed
   the features the target computed for the tokens the target has cached, each with the token that followed.
 
-After a verification the target's cache keeps the root and the accepted path and drops the other tree nodes
-(`TreeSession.keep`); the head's cache drops everything drafted in the cycle (`rollback`) and is then fed the
+After a verification the target's cache keeps the root and the accepted path and masks the other tree nodes out
+(`TreeDecoderSession.keep`); the head's cache drops everything drafted in the cycle (`rollback`) and is then fed the
 target's features along the accepted path, which are exact where the head's own were predictions.
 """
 
@@ -20,12 +20,13 @@ import openvino as ov
 
 from .decoding import DecodingStats, GeneratedSequence, choose_token
 from .eagle import additive_mask
+from .kv_cache import TreeDecoderSession
 from .sampling import SamplingSettings
 from .tree import DraftTree, TreeCandidates, greedy_tree_accept, log_softmax, sampling_tree_accept
 
 
 class TreeSession:
-    """One sequence on a stateless OpenVINO decoder exported by `eagle.py` (target with features, or EAGLE head).
+    """One sequence on the stateless EAGLE head graph exported by `eagle.py`.
 
     `run` appends `n` rows and lets the caller say which cached and new rows each new row sees (a tree); `keep`
     and `rollback` cut the cache back. The cache is the model's own `present` outputs: `run` leaves them in the
@@ -114,13 +115,13 @@ class EagleSpeculator:
     """Generates with an EAGLE head drafting for a target exported with features (see `eagle.py`).
 
     Args:
-        target (`openvino.CompiledModel`): `export_target_with_features(...)`, compiled (f32 for exact greedy).
+        target (`openvino.CompiledModel`): `target_with_features(...)`, compiled (f32 for exact greedy).
         head (`openvino.CompiledModel`): `export_eagle_head(...)`, compiled (any precision: it only proposes).
         settings (`TreeSettings`): the tree shape.
     """
 
     def __init__(self, target: ov.CompiledModel, head: ov.CompiledModel, settings: TreeSettings = TreeSettings()):
-        self.target = TreeSession(target)
+        self.target = TreeDecoderSession(target.create_infer_request())
         self.head = TreeSession(head)
         self.settings = settings
 

@@ -4,10 +4,11 @@
 
 * `config.json` + `model.safetensors`: the head in the published EAGLE format (portable, re-trainable);
 * `openvino_eagle_head.xml/.bin`: the head exported with the target's embedding and lm_head, its own KV cache;
-* `openvino_target_features.xml/.bin`: the target exported to return its features and to take tree masks. The
-  target's plain `openvino_model.xml` beside `eagle/` is left as optimum-intel wrote it, for
-  `OVModelForCausalLM` users;
 * `eagle_config.json`: the default tree shape.
+
+The target needs no second copy: its tree-verifying graph is derived, when compiled, from the target's own
+`openvino_model.xml` (`eagle.target_with_features`), which stays as optimum-intel wrote it for
+`OVModelForCausalLM` users.
 """
 
 import json
@@ -19,34 +20,32 @@ import openvino as ov
 
 from ..fixtures.cache import atomic_directory
 
-from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, \
-    export_target_with_features, load_eagle_head
+from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, load_eagle_head, \
+    target_with_features
 from .eagle_decoding import EagleSpeculator, TreeSettings
 
 
 EAGLE_SUBFOLDER = "eagle"
 HEAD_IR = "openvino_eagle_head.xml"
-TARGET_IR = "openvino_target_features.xml"
 EAGLE_CONFIG = "eagle_config.json"
 _TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                          "pytorch_model.bin.index.json")
 
 
 class OVEagle:
-    """An EAGLE head and its target's feature graph, exported to OpenVINO.
+    """An EAGLE head exported to OpenVINO, for one target.
 
     Build it with `OVEagle.export(target_checkpoint, head_dir)` or load a saved one with `OVEagle.load(folder)`;
+    `compile(target_model)` derives the target's tree-verifying graph from its optimum-intel graph, and
     `speculator(settings)` gives what `generate()` runs.
 
     Args:
-        target_model, head_model (`openvino.Model`): the two graphs of `eagle.py`.
+        head_model (`openvino.Model`): `eagle.export_eagle_head(...)`.
         head_folder: the head's published-format files (copied into `eagle/` on save).
         tree (`TreeSettings`): the default tree shape.
     """
 
-    def __init__(self, target_model: ov.Model, head_model: ov.Model, head_folder: Path,
-                 tree: TreeSettings = TreeSettings()):
-        self.target_model = target_model
+    def __init__(self, head_model: ov.Model, head_folder: Path, tree: TreeSettings = TreeSettings()):
         self.head_model = head_model
         self.head_folder = Path(head_folder)
         self.tree = tree
@@ -57,10 +56,11 @@ class OVEagle:
     @classmethod
     def export(cls, target_checkpoint: Union[str, Path], eagle_head: Union[str, Path], quantization_config=None,
                tree: Optional[TreeSettings] = None, trust_remote_code: bool = False) -> "OVEagle":
-        """Export the target (a transformers checkpoint folder or hub id) with features, and the head for it.
+        """Export the head for the target checkpoint (a transformers folder or hub id), whose embedding and
+        lm_head the head shares.
 
-        `quantization_config` (an optimum-intel `OVWeightQuantizationConfig` or dict) compresses the weights of
-        both graphs as optimum-intel compresses the target's, so the verified distribution stays the target's.
+        `quantization_config` (an optimum-intel `OVWeightQuantizationConfig` or dict) compresses the head's weights
+        as optimum-intel compresses the target's.
         """
         import torch
         from transformers import AutoModelForCausalLM
@@ -69,33 +69,30 @@ class OVEagle:
         target = AutoModelForCausalLM.from_pretrained(target_checkpoint, dtype=torch.float32,
                                                       trust_remote_code=trust_remote_code).eval()
         head = load_eagle_head(head_dir, target)
-        target_model = export_target_with_features(target)
         head_model = export_eagle_head(head)
         del target, head
         if quantization_config:
-            target_model = compress_weights(target_model, quantization_config)
             head_model = compress_weights(head_model, quantization_config)
         saved_tree = head_dir / EAGLE_CONFIG
         if tree is None and saved_tree.is_file():
             tree = TreeSettings(**json.loads(saved_tree.read_text())["tree"])
-        return cls(target_model, head_model, head_dir, tree or TreeSettings())
+        return cls(head_model, head_dir, tree or TreeSettings())
 
     @classmethod
     def load(cls, folder: Union[str, Path], tree: Optional[TreeSettings] = None) -> "OVEagle":
         """Load an `eagle/` folder written by `save_pretrained`."""
         folder = Path(folder)
-        for name in (HEAD_IR, TARGET_IR, HEAD_CONFIG):
+        for name in (HEAD_IR, HEAD_CONFIG):
             if not (folder / name).is_file():
                 raise ValueError(f"{folder} is not a saved EAGLE folder: {name} is missing.")
         core = ov.Core()
         if tree is None and (folder / EAGLE_CONFIG).is_file():
             tree = TreeSettings(**json.loads((folder / EAGLE_CONFIG).read_text())["tree"])
-        return cls(core.read_model(folder / TARGET_IR), core.read_model(folder / HEAD_IR), folder,
-                   tree or TreeSettings())
+        return cls(core.read_model(folder / HEAD_IR), folder, tree or TreeSettings())
 
     @staticmethod
     def is_saved_in(folder: Union[str, Path]) -> bool:
-        return (Path(folder) / TARGET_IR).is_file() and (Path(folder) / HEAD_IR).is_file()
+        return (Path(folder) / HEAD_IR).is_file()
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> None:
         """Write the `eagle/` folder contents into `save_directory` (complete or not at all)."""
@@ -103,7 +100,6 @@ class OVEagle:
             for name in (HEAD_CONFIG, HEAD_WEIGHTS_SAFETENSORS, HEAD_WEIGHTS_BIN):
                 if (self.head_folder / name).is_file():
                     shutil.copy2(self.head_folder / name, staging / name)
-            ov.save_model(self.target_model, staging / TARGET_IR, compress_to_fp16=False)
             ov.save_model(self.head_model, staging / HEAD_IR, compress_to_fp16=False)
             tree = {"depth": int(self.tree.depth), "top_k": int(self.tree.top_k),
                     "total_tokens": int(self.tree.total_tokens)}
@@ -111,11 +107,12 @@ class OVEagle:
 
     # ------------------------------------------------------------------------------------------------ running
 
-    def compile(self, device: str = "CPU", target_config: Optional[dict] = None,
+    def compile(self, target_model: ov.Model, device: str = "CPU", target_config: Optional[dict] = None,
                 head_config: Optional[dict] = None) -> None:
-        """Compile both graphs: the target with `target_config` (f32 for exact greedy), the head with `head_config`."""
+        """Compile the tree-verifying rewrite of `target_model` (optimum-intel's stateful target graph) with
+        `target_config` (f32 for exact greedy), and the head with `head_config`."""
         core = ov.Core()
-        self._compiled = (core.compile_model(self.target_model, device, target_config or {}),
+        self._compiled = (core.compile_model(target_with_features(target_model), device, target_config or {}),
                           core.compile_model(self.head_model, device, head_config or {}))
         self._speculator = None
 
@@ -146,7 +143,7 @@ def compress_weights(model: ov.Model, quantization_config) -> ov.Model:
 
 
 def has_transformers_weights(folder: Union[str, Path]) -> bool:
-    """Whether `folder` holds a transformers checkpoint (needed to export the target's feature graph)."""
+    """Whether `folder` holds a transformers checkpoint (needed to export a head, which shares its embedding)."""
     folder = Path(folder)
     return (folder / "config.json").is_file() and any((folder / name).is_file() for name in _TRANSFORMERS_WEIGHTS)
 

@@ -166,3 +166,58 @@ def sequence_axis_is_supported(ov_model) -> Optional[str]:
             if shape.rank.get_length() != 4 or not shape[_SEQUENCE_AXIS].is_dynamic:
                 return f"past key/value input {name!r} has layout {shape}, expected [batch, heads, sequence, dim]"
     return None
+
+
+TREE_MASK_INPUT = "tree_mask"
+_MASKED = np.float32(np.finfo(np.float32).min)
+
+
+class TreeDecoderSession(DecoderSession):
+    """A stateful session whose new rows may each see any subset of the cached and new rows (a draft tree).
+
+    Runs a target graph rewritten by `eagle.target_with_features`: optimum-intel's own stateful graph (fused RoPE
+    and SDPA kernels) with a `tree_mask` input (`[1, 1, new rows, cache slots]`, additive) in place of its causal
+    mask. Rows the tree verification drops are masked out of every later call like rolled-back ones, through the
+    same slot bookkeeping: `keep(start, rows)` re-points the logical sequence at the slots of the kept rows.
+    """
+
+    def __init__(self, request: ov.InferRequest):
+        super().__init__(request, stateful=True)
+        if TREE_MASK_INPUT not in self._ports:
+            raise ValueError(f"The compiled model has no {TREE_MASK_INPUT!r} input: rewrite it with "
+                             "`eagle.target_with_features` first.")
+
+    def run(self, inputs: Dict[str, np.ndarray], visible: Optional[np.ndarray] = None) -> ov.InferRequest:
+        """Append `inputs["input_ids"]` (`[1, n]`) at `inputs["position_ids"]`; return the request (its outputs).
+
+        `visible`: `[n, length + n]` booleans, which cached and new rows each new row attends to; `None` is causal.
+        """
+        tokens = np.ascontiguousarray(inputs["input_ids"], dtype=np.int64).reshape(1, -1)
+        positions = np.ascontiguousarray(inputs["position_ids"], dtype=np.int64).reshape(1, -1)
+        count, start = tokens.shape[1], self.length
+        if visible is None:
+            visible = np.ones((count, start + count), dtype=bool)
+            visible[:, start:] = np.tri(count, dtype=bool)
+        new_slots = self._claim_slots(count)
+        self._slot_of_position[start : start + count] = new_slots
+        mask = np.full((1, 1, count, self._slot_count), _MASKED, dtype=np.float32)
+        mask[0, 0][:, self._slot_of_position[: start + count]] = np.where(visible, np.float32(0.0), _MASKED)
+        request, ports = self.request, self._ports
+        request.set_tensor(ports["input_ids"], ov.Tensor(tokens, shared_memory=True))
+        request.set_tensor(ports["position_ids"], ov.Tensor(positions, shared_memory=True))
+        request.set_tensor(ports[TREE_MASK_INPUT], ov.Tensor(mask, shared_memory=True))
+        if "attention_mask" in ports:  # only its length still matters to the rewritten graph
+            request.set_tensor(ports["attention_mask"], ov.Tensor(self._slot_mask[: self._slot_count].reshape(1, -1),
+                                                                  shared_memory=True))
+        request.infer()
+        self.length = start + count
+        return request
+
+    def keep(self, start: int, rows: np.ndarray) -> None:
+        """Keep the first `start` rows of the sequence, then only `rows` (indices relative to `start`), in order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kept = self._slot_of_position[start + rows]
+        self._slot_mask[self._slot_of_position[start : self.length]] = 0
+        self._slot_mask[kept] = 1
+        self._slot_of_position[start : start + len(rows)] = kept
+        self.length = start + len(rows)

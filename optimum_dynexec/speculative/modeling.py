@@ -25,6 +25,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from .decoding import ChainSpeculator, DecodingStats
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
 from .eagle_decoding import TreeSettings
+from .eagle import target_with_features
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
 from .kv_cache import DecoderSession, sequence_axis_is_supported
 from .sampling import SamplingSettings
@@ -143,7 +144,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
                 `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint
                 (`model_id` with `export=True`). Defaults to the `eagle/` sub-folder of `model_id` if present.
-                `quantization_config` / `load_in_8bit` apply to the head and the target's feature graph too.
+                `quantization_config` / `load_in_8bit` apply to the head too.
             eagle_tree: the default EAGLE-2 tree shape (`TreeSettings` or a dict of `depth`, `top_k`,
                 `total_tokens`; `top_k=1` drafts a chain).
             **kwargs: everything `OVModelForCausalLM.from_pretrained` takes (`export`, `ov_config`, `device`,
@@ -184,6 +185,11 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         self.last_decoding_stats: Optional[DecodingStats] = None
 
     def _attach_eagle(self, eagle: Optional[OVEagle], user_ov_config: Optional[dict] = None) -> None:
+        if eagle is not None:
+            if not self.stateful:
+                raise ValueError("EAGLE verifies draft trees on the stateful target graph: export the target with "
+                                 "`stateful=True` (optimum-intel's default).")
+            target_with_features(self.model)  # fail at load, not at the first generate(), if it cannot be rewritten
         self.eagle = eagle
         self._eagle_head_ov_config = dict(user_ov_config or {})
 
@@ -329,7 +335,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         when nothing drafts (plain decoding)."""
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
-                self.eagle.compile(self._device, {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
+                self.eagle.compile(self.model, self._device,
+                                   {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
                                    self._eagle_head_ov_config)
             return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         drafter = self._drafter_for(config, assistant_model)
@@ -443,8 +450,9 @@ def _load_eagle(model_id, eagle_head, eagle_tree, kwargs) -> Optional[OVEagle]:
         return OVEagle.load(eagle_head, tree)
     if not has_transformers_weights(model_id) and Path(model_id).exists():
         raise ValueError(
-            f"`eagle_head` needs the target's transformers checkpoint to export its feature graph, and {model_id} "
-            "holds none (only OpenVINO IR?). Pass the transformers checkpoint with `export=True`, or a folder "
+            f"`eagle_head` needs the target's transformers checkpoint to export the head (it shares the target's "
+            f"embedding and lm_head), and {model_id} holds none (only OpenVINO IR?). Pass the transformers checkpoint "
+            "with `export=True`, or a folder "
             "written by `save_pretrained` that already contains `eagle/`."
         )
     quantization_config = kwargs.get("quantization_config")
