@@ -26,6 +26,7 @@ class Draft:
 
 
 _NO_DRAFT = Draft(np.zeros(0, dtype=np.int64))
+_SINGLE_TOKEN_CATCH_UP = 4
 
 SCHEDULES = ("heuristic", "heuristic_transient", "constant")
 
@@ -148,7 +149,15 @@ class DraftModelDrafter(Drafter):
         # Keep at least one token to feed, so there are logits for the position after `sequence`.
         common = min(common, len(sequence) - 1)
         self.session.rollback(common)
-        return self._feed(sequence[common:])[-1]
+        missing = sequence[common:]
+        if len(missing) > _SINGLE_TOKEN_CATCH_UP:
+            return self._feed(missing)[-1]
+        # A few tokens go one call each: OpenVINO's CPU plugin pays ~0.7 ms (measured on the 1.6M fixture draft)
+        # whenever a request's input shape changes, more than a whole single-token draft step (~0.5 ms), so
+        # staying at one token per call is cheaper than one call of two or three tokens.
+        for index in range(len(missing)):
+            logits = self._feed(missing[index : index + 1])
+        return logits[-1]
 
     def _feed(self, tokens: np.ndarray) -> np.ndarray:
         start = self.session.length
