@@ -20,6 +20,7 @@ from optimum_dynexec.speculative.eagle import (
     load_eagle_head,
     target_with_features,
 )
+from optimum_dynexec.speculative.eagle_decoding import _rows
 from optimum_dynexec.speculative.eagle_training import (
     EagleTrainingArguments,
     FeatureStore,
@@ -27,6 +28,7 @@ from optimum_dynexec.speculative.eagle_training import (
     generate_features,
     train_eagle_head,
 )
+from optimum_dynexec.speculative.kv_cache import TreeDecoderSession
 
 
 class PublishedEagleHead(nn.Module):
@@ -160,37 +162,38 @@ def test_loader_names_what_is_wrong(target, tmp_path):
         load_eagle_head(tmp_path, model)
 
 
-def _run(compiled, inputs, past):
+def _run(compiled, inputs):
     request = compiled.create_infer_request()
-    request.infer({**inputs, **past})
+    request.infer(inputs)
     outputs = {port.get_any_name(): request.get_tensor(port).data.copy() for port in compiled.outputs}
     return outputs
 
 
 def test_openvino_head_scores_a_tree_after_a_cache_like_torch(target, tmp_path):
-    """The exported head with a past and a tree mask equals the torch head on each root-to-node sequence."""
+    """The exported (stateful) head after a cache, with a tree mask and a rolled-back draft in its state, equals
+    the torch head on each root-to-node sequence."""
     _, model = target
     write_published_head(model.config, tmp_path / "head")
     head = load_eagle_head(tmp_path / "head", model)
-    compiled = ov.Core().compile_model(export_eagle_head(head), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    exported = export_eagle_head(head)
+    assert len(exported.get_sinks()) == 2 and "tree_mask" in {port.get_any_name() for port in exported.inputs}
+    compiled = ov.Core().compile_model(exported, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"})
+    session = TreeDecoderSession(compiled.create_infer_request())
     hidden_size = model.config.hidden_size
     rng = np.random.default_rng(0)
     past_tokens = rng.integers(3, 100, 7)
     past_features = rng.normal(size=(7, hidden_size)).astype(np.float32)
-    kv_heads, head_dim = model.config.num_key_value_heads, hidden_size // model.config.num_attention_heads
-    empty = {f"past_key_values.0.{kind}": np.zeros((1, kv_heads, 0, head_dim), np.float32) for kind in ("key", "value")}
-    first = _run(compiled, {"input_ids": past_tokens[None], "features": past_features[None],
-                            "position_ids": np.arange(7)[None], "attention_mask": additive_mask(np.tri(7, dtype=bool))},
-                 empty)
-    past = {f"past_key_values.0.{kind}": first[f"present.0.{kind}"] for kind in ("key", "value")}
+    session.run(_rows(input_ids=past_tokens, features=past_features, position_ids=np.arange(7)))
+    # A drafted row that is then rolled back: it stays in the state, masked, and must change nothing.
+    session.run(_rows(input_ids=[99], features=rng.normal(size=(1, hidden_size)), position_ids=[7]))
+    session.rollback(7)
     # Two siblings, then a child of the second: rows see the past, their ancestors and themselves.
     tree_tokens = np.array([40, 41, 42])
     tree_features = rng.normal(size=(3, hidden_size)).astype(np.float32)
-    tree_positions = np.array([7, 7, 8])
     visible = np.ones((3, 10), dtype=bool)
     visible[:, 7:] = [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
-    tree = _run(compiled, {"input_ids": tree_tokens[None], "features": tree_features[None],
-                           "position_ids": tree_positions[None], "attention_mask": additive_mask(visible)}, past)
+    request = session.run(_rows(input_ids=tree_tokens, features=tree_features, position_ids=[7, 7, 8]), visible)
+    tree = {name: request.get_tensor(name).data.copy() for name in ("logits", "hidden_states")}
     for row, path in enumerate([[0], [1], [1, 2]]):
         tokens = np.concatenate([past_tokens, tree_tokens[path]])
         features = np.concatenate([past_features, tree_features[path]])
@@ -213,7 +216,7 @@ def test_rewritten_target_returns_the_features_that_feed_lm_head(tiny_models, ta
     tokens = torch.randint(3, model.config.vocab_size, (1, 9))
     outputs = _run(compiled, {"input_ids": tokens.numpy(), "position_ids": np.arange(9)[None],
                               "attention_mask": np.ones((1, 9), np.int64), "beam_idx": np.zeros(1, np.int32),
-                              "tree_mask": additive_mask(np.tri(9, dtype=bool))}, {})
+                              "tree_mask": additive_mask(np.tri(9, dtype=bool))})
     with torch.no_grad():
         hidden = model.model(tokens).last_hidden_state
         logits = model.lm_head(hidden)

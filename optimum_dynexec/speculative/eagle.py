@@ -369,12 +369,19 @@ def target_with_features(ov_model):
 
 
 def export_eagle_head(head: EagleHead):
-    """The head as a stateless OpenVINO model with its own KV cache.
+    """The head as a stateful OpenVINO model: its KV cache lives in the model's state, like optimum-intel's.
 
     Inputs: `input_ids` `[1, n]` (the token after each feature), `features` `[1, n, hidden]`, `position_ids`,
-    `attention_mask` (additive, `[1, 1, n, past + n]`), `past_key_values.0.key/value`. Outputs: `logits`,
-    `hidden_states` (the predicted next features), `present.0.key/value`.
+    `tree_mask` (additive, `[1, 1, n, cache slots]`). Outputs: `logits`, `hidden_states` (the predicted next
+    features), and `beam_idx` as in optimum-intel's graphs. Made stateful the way optimum-intel makes its exports
+    stateful (a `beam_idx` gather before the cache, then the state transformation), because that is the pattern
+    the CPU plugin fuses into one SDPA-with-KV-cache kernel: measured on the quick fixture's head, 0.56 ms per
+    single-row call, against 2.2 ms stateless and 3.9 ms stateful without the gather.
     """
+    from optimum.exporters.openvino.stateful import fuse_cache_reorder, make_stateful
+
+    from .kv_cache import TREE_MASK_INPUT
+
     head = head.float().eval()
     hidden_size = head.config.hidden_size
     example = {
@@ -382,7 +389,14 @@ def export_eagle_head(head: EagleHead):
         "features": torch.randn(1, 2, hidden_size),
         "position_ids": torch.tensor([[3, 4]]),
     }
-    return _convert(_HeadGraph(head), example, 1, head.config, ("logits", "hidden_states"))
+    ov_model = _convert(_HeadGraph(head), example, 1, head.config, ("logits", "hidden_states"))
+    ov_model.input("attention_mask").get_tensor().set_names({TREE_MASK_INPUT})
+    past = [f"past_key_values.0.{kind}" for kind in ("key", "value")]
+    other_inputs = [port for port in ov_model.inputs if port.get_any_name() not in past]
+    fuse_cache_reorder(ov_model, other_inputs, past, gather_dim=0)
+    make_stateful(ov_model, other_inputs, past, [name.replace("past_key_values", "present") for name in past],
+                  batch_dim=0)
+    return ov_model
 
 
 def additive_mask(visible: np.ndarray) -> np.ndarray:

@@ -19,76 +19,9 @@ import numpy as np
 import openvino as ov
 
 from .decoding import DecodingStats, GeneratedSequence, choose_token
-from .eagle import additive_mask
 from .kv_cache import TreeDecoderSession
 from .sampling import SamplingSettings
 from .tree import DraftTree, TreeCandidates, greedy_tree_accept, log_softmax, sampling_tree_accept
-
-
-class TreeSession:
-    """One sequence on the stateless EAGLE head graph exported by `eagle.py`.
-
-    `run` appends `n` rows and lets the caller say which cached and new rows each new row sees (a tree); `keep`
-    and `rollback` cut the cache back. The cache is the model's own `present` outputs: `run` leaves them in the
-    request's output buffers and only copies them out when the next call needs its buffers back, so a run followed
-    by `keep`/`rollback` copies the cache once.
-    """
-
-    def __init__(self, compiled_model: ov.CompiledModel):
-        self.request = compiled_model.create_infer_request()
-        self._past_names = [port.get_any_name() for port in compiled_model.inputs
-                            if port.get_any_name().startswith("past_key_values")]
-        self._present_names = [name.replace("past_key_values", "present") for name in self._past_names]
-        self._empty = {
-            port.get_any_name(): np.zeros(
-                [1 if axis == 0 else 0 if dim.is_dynamic else dim.get_length()
-                 for axis, dim in enumerate(port.get_partial_shape())], dtype=np.float32)
-            for port in compiled_model.inputs if port.get_any_name().startswith("past_key_values")
-        }
-        self.reset()
-
-    def reset(self) -> None:
-        self.length = 0
-        self._past: Dict[str, np.ndarray] = dict(self._empty)
-        self._borrowed = False  # whether `_past` are views of the request's output buffers
-
-    def run(self, inputs: Dict[str, np.ndarray], visible: Optional[np.ndarray] = None):
-        """Run `inputs` (`input_ids`, `position_ids`, ... each `[1, n, ...]`) after the cache; return the request.
-
-        `visible`: `[n, length + n]` booleans, which cached and new rows each new row attends to; `None` means
-        causal (everything cached, and the new rows before it). The `n` new rows are appended to the cache.
-        """
-        count = inputs["input_ids"].shape[1]
-        if visible is None:
-            visible = np.ones((count, self.length + count), dtype=bool)
-            visible[:, self.length:] = np.tri(count, dtype=bool)
-        if self._borrowed:
-            self._past = {name: value.copy() for name, value in self._past.items()}
-        feed = dict(inputs)
-        feed["attention_mask"] = additive_mask(visible)
-        feed.update(self._past)
-        self.request.infer(feed, share_inputs=True, share_outputs=True)
-        self._past = {past: self.request.get_tensor(present).data
-                      for past, present in zip(self._past_names, self._present_names)}
-        self._borrowed = True
-        self.length += count
-        return self.request
-
-    def keep(self, start: int, rows: np.ndarray) -> None:
-        """Keep the first `start` cached rows, then only `rows` (indices relative to `start`), in that order."""
-        index = np.concatenate([np.arange(start), start + np.asarray(rows, dtype=np.int64)])
-        self._past = {name: np.take(value, index, axis=2) for name, value in self._past.items()}
-        self._borrowed = False
-        self.length = len(index)
-
-    def rollback(self, length: int) -> None:
-        """Keep only the first `length` cached rows."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"Cannot roll back to length {length}: the cache holds {self.length} rows.")
-        if length < self.length:
-            self._past = {name: np.array(value[:, :, :length]) for name, value in self._past.items()}
-            self._borrowed = False
-            self.length = length
 
 
 @dataclass(frozen=True)
@@ -122,7 +55,7 @@ class EagleSpeculator:
 
     def __init__(self, target: ov.CompiledModel, head: ov.CompiledModel, settings: TreeSettings = TreeSettings()):
         self.target = TreeDecoderSession(target.create_infer_request())
-        self.head = TreeSession(head)
+        self.head = TreeDecoderSession(head.create_infer_request())
         self.settings = settings
 
     def decode(
@@ -144,11 +77,11 @@ class EagleSpeculator:
         self.target.reset()
         self.head.reset()
 
-        request = self.target.run(_rows(input_ids=prompt, position_ids=np.arange(len(prompt))))
+        self.target.run(_rows(input_ids=prompt, position_ids=np.arange(len(prompt))))
         stats.target_calls += 1
-        pending = choose_token(request.get_tensor("logits").data[0, -1], sampling, rng)
+        pending = choose_token(self.target.outputs("logits")[-1], sampling, rng)
         # Pairs for the head: the target's feature at each cached position, with the token that followed it.
-        pair_features = request.get_tensor("hidden_states").data[0].copy()
+        pair_features = self.target.outputs("hidden_states").copy()
         pair_tokens = np.concatenate([prompt[1:], [pending]])
 
         while not output.append(pending):
@@ -158,17 +91,17 @@ class EagleSpeculator:
             tokens = np.concatenate([[pending], tree.tokens])
             visible = np.ones((len(tokens), self.target.length + len(tokens)), dtype=bool)
             visible[:, self.target.length :] = tree.visibility()
-            request = self.target.run(
+            self.target.run(
                 _rows(input_ids=tokens, position_ids=root + np.concatenate([[0], tree.depths])), visible
             )
             stats.target_calls += 1
-            target_logits = request.get_tensor("logits").data[0]
+            target_logits = self.target.outputs("logits")
             if sampling is None:
                 path, pending = greedy_tree_accept(tree, target_logits)
             else:
                 path, pending = sampling_tree_accept(tree, sampling.probabilities(target_logits), rng)
             kept_rows = np.concatenate([[0], np.asarray(path, dtype=np.int64) + 1])
-            pair_features = request.get_tensor("hidden_states").data[0][kept_rows]
+            pair_features = self.target.outputs("hidden_states")[kept_rows]
             self.target.keep(root, kept_rows)
             accepted = tree.tokens[path] if path else np.zeros(0, dtype=np.int64)
             pair_tokens = np.concatenate([accepted, [pending]])
@@ -183,12 +116,14 @@ class EagleSpeculator:
         """Feed the head the new (feature, token) pairs, then grow an EAGLE-2 tree below the root (the token at
         `length - 1`). The head's cache is left holding the pairs only."""
         settings, head = self.settings, self.head
+        # Every head call of a cycle runs the same number of rows (at most depth + 1 pairs, top_k per level).
+        rows = max(settings.top_k, settings.depth + 1)
         start = head.length  # == length - 1 - len(pair_tokens)
-        request = head.run(_rows(input_ids=pair_tokens, features=pair_features,
-                                 position_ids=np.arange(start, start + len(pair_tokens))))
+        head.run(_rows(input_ids=pair_tokens, features=pair_features,
+                       position_ids=np.arange(start, start + len(pair_tokens))), pad_to=rows)
         committed = head.length
-        root_log_probs = log_softmax(request.get_tensor("logits").data[0, -1:])
-        parent_features = request.get_tensor("hidden_states").data[0, -1:].copy()
+        root_log_probs = log_softmax(head.outputs("logits")[-1:])
+        parent_features = head.outputs("hidden_states")[-1:].copy()
 
         capacity = settings.top_k + (settings.depth - 1) * settings.top_k * settings.top_k
         candidates = TreeCandidates(capacity)
@@ -210,13 +145,13 @@ class EagleSpeculator:
                     ancestor = candidates.parents[ancestor]
                 visible[row, head.length + row] = True
                 slot_of_node[int(node)] = head.length + row
-            request = head.run(
+            head.run(
                 _rows(input_ids=candidates.tokens[frontier], features=parent_features[frontier_parent_rows],
                       position_ids=np.full(count, length - 3 + depth)),
-                visible,
+                visible, pad_to=rows,
             )
-            log_probs = log_softmax(request.get_tensor("logits").data[0])
-            parent_features = request.get_tensor("hidden_states").data[0].copy()
+            log_probs = log_softmax(head.outputs("logits"))
+            parent_features = head.outputs("hidden_states").copy()
             children = candidates.add_children(frontier, candidates.scores[frontier], log_probs, settings.top_k,
                                                depth=depth)
             frontier = candidates.best(children, settings.top_k)

@@ -175,10 +175,11 @@ _MASKED = np.float32(np.finfo(np.float32).min)
 class TreeDecoderSession(DecoderSession):
     """A stateful session whose new rows may each see any subset of the cached and new rows (a draft tree).
 
-    Runs a target graph rewritten by `eagle.target_with_features`: optimum-intel's own stateful graph (fused RoPE
-    and SDPA kernels) with a `tree_mask` input (`[1, 1, new rows, cache slots]`, additive) in place of its causal
-    mask. Rows the tree verification drops are masked out of every later call like rolled-back ones, through the
-    same slot bookkeeping: `keep(start, rows)` re-points the logical sequence at the slots of the kept rows.
+    Runs the two EAGLE graphs: the target rewritten by `eagle.target_with_features` (optimum-intel's own stateful
+    graph, fused RoPE and SDPA kernels, with a `tree_mask` input in place of its causal mask) and the head from
+    `eagle.export_eagle_head`. `tree_mask` is `[1, 1, new rows, cache slots]`, additive. Rows a verification drops
+    (or a head's drafts) are masked out of every later call like rolled-back ones, through the same slot
+    bookkeeping: `keep(start, rows)` re-points the logical sequence at the slots of the kept rows.
     """
 
     def __init__(self, request: ov.InferRequest):
@@ -187,24 +188,34 @@ class TreeDecoderSession(DecoderSession):
             raise ValueError(f"The compiled model has no {TREE_MASK_INPUT!r} input: rewrite it with "
                              "`eagle.target_with_features` first.")
 
-    def run(self, inputs: Dict[str, np.ndarray], visible: Optional[np.ndarray] = None) -> ov.InferRequest:
-        """Append `inputs["input_ids"]` (`[1, n]`) at `inputs["position_ids"]`; return the request (its outputs).
+    def run(self, inputs: Dict[str, np.ndarray], visible: Optional[np.ndarray] = None,
+            pad_to: int = 0) -> ov.InferRequest:
+        """Append the rows of `inputs` (`input_ids` and `position_ids` `[1, n]`, and whatever else the graph takes,
+        e.g. the head's `features`); return the request. Read its outputs with `outputs(name)`.
 
         `visible`: `[n, length + n]` booleans, which cached and new rows each new row attends to; `None` is causal.
+        `pad_to`: run at least this many rows, the extra ones copies of the last row that only see themselves and
+        are masked out at once. OpenVINO's CPU plugin re-plans a request whenever its input shape changes (~1 ms
+        for a small graph, more than the call itself), so a caller whose row counts vary pads them to one size.
         """
-        tokens = np.ascontiguousarray(inputs["input_ids"], dtype=np.int64).reshape(1, -1)
-        positions = np.ascontiguousarray(inputs["position_ids"], dtype=np.int64).reshape(1, -1)
-        count, start = tokens.shape[1], self.length
+        count, start = inputs["input_ids"].shape[-1], self.length
         if visible is None:
             visible = np.ones((count, start + count), dtype=bool)
             visible[:, start:] = np.tri(count, dtype=bool)
-        new_slots = self._claim_slots(count)
-        self._slot_of_position[start : start + count] = new_slots
-        mask = np.full((1, 1, count, self._slot_count), _MASKED, dtype=np.float32)
-        mask[0, 0][:, self._slot_of_position[: start + count]] = np.where(visible, np.float32(0.0), _MASKED)
+        padding = max(0, pad_to - count)
+        new_slots = self._claim_slots(count + padding)
+        self._slot_of_position[start : start + count] = new_slots[:count]
+        mask = np.full((1, 1, count + padding, self._slot_count), _MASKED, dtype=np.float32)
+        mask[0, 0, :count][:, self._slot_of_position[: start + count]] = np.where(visible, np.float32(0.0), _MASKED)
+        if padding:
+            self._slot_mask[new_slots[count:]] = 0
+            mask[0, 0, count:][np.arange(padding), new_slots[count:]] = 0.0
+            inputs = {name: np.concatenate([value, np.repeat(value[:, -1:], padding, axis=1)], axis=1)
+                      for name, value in inputs.items()}
+        self._rows = count
         request, ports = self.request, self._ports
-        request.set_tensor(ports["input_ids"], ov.Tensor(tokens, shared_memory=True))
-        request.set_tensor(ports["position_ids"], ov.Tensor(positions, shared_memory=True))
+        for name, value in inputs.items():
+            request.set_tensor(ports[name], ov.Tensor(np.ascontiguousarray(value), shared_memory=True))
         request.set_tensor(ports[TREE_MASK_INPUT], ov.Tensor(mask, shared_memory=True))
         if "attention_mask" in ports:  # only its length still matters to the rewritten graph
             request.set_tensor(ports["attention_mask"], ov.Tensor(self._slot_mask[: self._slot_count].reshape(1, -1),
@@ -212,6 +223,10 @@ class TreeDecoderSession(DecoderSession):
         request.infer()
         self.length = start + count
         return request
+
+    def outputs(self, name: str) -> np.ndarray:
+        """Output `name` of the last `run` for its real rows, `[n, ...]` (a view, valid until the next run)."""
+        return self.request.get_tensor(name).data[0, : self._rows]
 
     def keep(self, start: int, rows: np.ndarray) -> None:
         """Keep the first `start` rows of the sequence, then only `rows` (indices relative to `start`), in order."""
