@@ -260,3 +260,25 @@ def test_draft_model_folder_without_a_model_is_refused(llama, tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ValueError, match="neither an OpenVINO model"):
         load_speculative(target_dir, draft_model=tmp_path)
+
+
+def test_draft_runs_one_token_per_call_after_the_prompt(llama, monkeypatch):
+    """After the prompt, the draft is only ever run on single tokens: drafting feeds one, and catching up after a
+    fully accepted draft (the last draft token + the target's bonus) feeds them one call each, because OpenVINO
+    re-plans a request whose input shape changes."""
+    from optimum_dynexec.speculative import drafters
+
+    target_dir, _, plain = llama
+    model = load_speculative(target_dir, draft_model=target_dir)  # its own draft: every draft is fully accepted
+    lengths = []
+    original = drafters.DraftModelDrafter._feed
+    monkeypatch.setattr(drafters.DraftModelDrafter, "_feed",
+                        lambda self, tokens: lengths.append(len(tokens)) or original(self, tokens))
+    prompt = random_prompt(3, 9)
+    expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
+    assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, num_assistant_tokens=3,
+                      num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0) == expected
+    stats = model.last_decoding_stats
+    assert any(length == 3 for length in stats.accepted_lengths), "no draft was fully accepted"
+    assert lengths[0] == prompt.shape[1] + 1  # the prompt and the target's first token
+    assert set(lengths[1:]) == {1}
