@@ -19,7 +19,7 @@ from optimum_dynexec.speculative.kv_cache import TreeDecoderSession
 from optimum_dynexec.speculative.sampling import SamplingSettings
 from optimum_dynexec.speculative.tree import DraftTree
 
-TREES = [TreeSettings(), TreeSettings.chain(4), TreeSettings(depth=3, top_k=6, total_tokens=16)]
+TREES = [TreeSettings(depth=6, top_k=4, total_tokens=12), TreeSettings(), TreeSettings(depth=3, top_k=6, total_tokens=16)]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_tree_session_keeps_exactly_the_accepted_path(tiny_models, llama):
     assert session.masked_slots == 2
 
 
-@pytest.mark.parametrize("tree", TREES, ids=["eagle2-default", "chain", "wide"])
+@pytest.mark.parametrize("tree", TREES, ids=["eagle2", "default-chain", "wide"])
 def test_greedy_output_is_token_identical_with_a_published_format_head(llama, tree):
     _, _, model, plain = llama
     for seed in range(3):
