@@ -21,8 +21,10 @@ draft *tree* is scored in one call) and explicit position ids:
   return `hidden_states` (what feeds `lm_head`) next to `logits`. Rewriting the exported graph, rather than
   tracing the target again, keeps the CPU plugin's fused RoPE and SDPA kernels: a re-traced graph measured
   several times slower per call;
-* `export_eagle_head`: the head (+ the target's embedding and lm_head), stateless (past keys/values are inputs,
-  presents outputs), returning `logits` and the predicted features `hidden_states`.
+* `export_eagle_head`: the head (+ the target's embedding and lm_head), made stateful the way optimum-intel makes
+  its graphs stateful, returning `logits` and the predicted features `hidden_states`.
+
+Both run in `kv_cache.TreeDecoderSession`.
 """
 
 import json
@@ -31,9 +33,10 @@ import tempfile
 from pathlib import Path
 from typing import Sequence, Union
 
-import numpy as np
 import torch
 from torch import nn
+
+from .kv_cache import TREE_MASK_INPUT, additive_mask  # noqa: F401 (additive_mask: the masks these graphs take)
 
 
 HEAD_WEIGHTS_SAFETENSORS = "model.safetensors"
@@ -338,17 +341,8 @@ def target_with_features(ov_model):
     import openvino as ov
     import openvino.opset13 as opset
 
-    from .kv_cache import TREE_MASK_INPUT
-
     ov_model = ov_model.clone()
-    attention = [op for op in ov_model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
-    masks = {op.input(3).get_source_output() for op in attention if op.get_input_size() > 3}
-    if not attention or len(masks) != 1 or any(op.get_input_size() <= 3 for op in attention):
-        raise ValueError(
-            "EAGLE needs the target exported by optimum-intel with scaled-dot-product attention (one attention "
-            f"mask shared by all layers); this graph has {len(attention)} SDPA operations and {len(masks)} masks. "
-            "Re-export the target with `optimum-cli export openvino` / `export=True` using the current versions."
-        )
+    attention = attention_with_shared_mask(ov_model)
     tree_mask = opset.parameter(ov.PartialShape([-1, 1, -1, -1]), ov.Type.f32, name=TREE_MASK_INPUT)
     tree_mask.output(0).get_tensor().set_names({TREE_MASK_INPUT})
     for op in attention:
@@ -368,19 +362,31 @@ def target_with_features(ov_model):
     return ov_model
 
 
+def attention_with_shared_mask(ov_model) -> list:
+    """The graph's `ScaledDotProductAttention` operations, which must all take one shared attention mask (what
+    `target_with_features` replaces); a `ValueError` saying what to do otherwise. Reads the graph, copies nothing."""
+    attention = [op for op in ov_model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+    masks = {op.input(3).get_source_output() for op in attention if op.get_input_size() > 3}
+    if not attention or len(masks) != 1 or any(op.get_input_size() <= 3 for op in attention):
+        raise ValueError(
+            "EAGLE needs the target exported by optimum-intel with scaled-dot-product attention (one attention "
+            f"mask shared by all layers); this graph has {len(attention)} SDPA operations and {len(masks)} masks. "
+            "Re-export the target with `optimum-cli export openvino` / `export=True` using the current versions."
+        )
+    return attention
+
+
 def export_eagle_head(head: EagleHead):
     """The head as a stateful OpenVINO model: its KV cache lives in the model's state, like optimum-intel's.
 
     Inputs: `input_ids` `[1, n]` (the token after each feature), `features` `[1, n, hidden]`, `position_ids`,
     `tree_mask` (additive, `[1, 1, n, cache slots]`). Outputs: `logits`, `hidden_states` (the predicted next
-    features), and `beam_idx` as in optimum-intel's graphs. Made stateful the way optimum-intel makes its exports
-    stateful (a `beam_idx` gather before the cache, then the state transformation), because that is the pattern
+    features). It also takes `beam_idx`, as optimum-intel's graphs do. Made stateful the way optimum-intel makes its
+    exports stateful (a `beam_idx` gather before the cache, then the state transformation), because that is the pattern
     the CPU plugin fuses into one SDPA-with-KV-cache kernel: measured on the quick fixture's head, 0.56 ms per
     single-row call, against 2.2 ms stateless and 3.9 ms stateful without the gather.
     """
     from optimum.exporters.openvino.stateful import fuse_cache_reorder, make_stateful
-
-    from .kv_cache import TREE_MASK_INPUT
 
     head = head.float().eval()
     hidden_size = head.config.hidden_size
@@ -397,9 +403,3 @@ def export_eagle_head(head: EagleHead):
     make_stateful(ov_model, other_inputs, past, [name.replace("past_key_values", "present") for name in past],
                   batch_dim=0)
     return ov_model
-
-
-def additive_mask(visible: np.ndarray) -> np.ndarray:
-    """Boolean `[n, total]` visibility -> the float `[1, 1, n, total]` additive mask the exported graphs take."""
-    mask = np.where(visible, np.float32(0.0), np.float32(np.finfo(np.float32).min))
-    return mask.reshape(1, 1, *visible.shape)

@@ -172,6 +172,11 @@ TREE_MASK_INPUT = "tree_mask"
 _MASKED = np.float32(np.finfo(np.float32).min)
 
 
+def additive_mask(visible: np.ndarray) -> np.ndarray:
+    """Boolean `[n, total]` visibility -> the float `[1, 1, n, total]` additive mask the EAGLE graphs take."""
+    return np.where(visible, np.float32(0.0), _MASKED).reshape(1, 1, *visible.shape)
+
+
 class TreeDecoderSession(DecoderSession):
     """A stateful session whose new rows may each see any subset of the cached and new rows (a draft tree).
 
@@ -184,6 +189,7 @@ class TreeDecoderSession(DecoderSession):
 
     def __init__(self, request: ov.InferRequest):
         super().__init__(request, stateful=True)
+        self._rows = 0  # real (unpadded) rows of the last run
         if TREE_MASK_INPUT not in self._ports:
             raise ValueError(f"The compiled model has no {TREE_MASK_INPUT!r} input: rewrite it with "
                              "`eagle.target_with_features` first.")
@@ -206,7 +212,7 @@ class TreeDecoderSession(DecoderSession):
         new_slots = self._claim_slots(count + padding)
         self._slot_of_position[start : start + count] = new_slots[:count]
         mask = np.full((1, 1, count + padding, self._slot_count), _MASKED, dtype=np.float32)
-        mask[0, 0, :count][:, self._slot_of_position[: start + count]] = np.where(visible, np.float32(0.0), _MASKED)
+        mask[0, 0, :count][:, self._slot_of_position[: start + count]] = additive_mask(visible)[0, 0]
         if padding:
             self._slot_mask[new_slots[count:]] = 0
             mask[0, 0, count:][np.arange(padding), new_slots[count:]] = 0.0

@@ -25,7 +25,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from .decoding import ChainSpeculator, DecodingStats
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
 from .eagle_decoding import TreeSettings
-from .eagle import target_with_features
+from .eagle import attention_with_shared_mask
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
 from .kv_cache import DecoderSession, sequence_axis_is_supported
 from .sampling import SamplingSettings
@@ -189,7 +189,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             if not self.stateful:
                 raise ValueError("EAGLE verifies draft trees on the stateful target graph: export the target with "
                                  "`stateful=True` (optimum-intel's default).")
-            target_with_features(self.model)  # fail at load, not at the first generate(), if it cannot be rewritten
+            attention_with_shared_mask(self.model)  # fail at load, not at the first generate(), if not rewritable
         self.eagle = eagle
         self._eagle_head_ov_config = dict(user_ov_config or {})
 
