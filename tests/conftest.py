@@ -7,6 +7,7 @@ cache) and tests load the saved IR, which takes well under a second.
 """
 
 import contextlib
+import functools
 import gc
 import hashlib
 import importlib.metadata
@@ -129,8 +130,8 @@ MODEL_BUILDERS: Dict[str, Callable] = {
 }
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "phi3")
 MORE_ARCHITECTURES = ("opt", "bloom", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "qwen3", "mixtral")
-for _architecture in MORE_ARCHITECTURES:
-    MODEL_BUILDERS[_architecture] = (lambda architecture: lambda: _build_target(architecture))(_architecture)
+MODEL_BUILDERS.update({architecture: functools.partial(_build_target, architecture)
+                       for architecture in MORE_ARCHITECTURES})
 
 
 def architecture_cases(architectures=ARCHITECTURES + MORE_ARCHITECTURES):
