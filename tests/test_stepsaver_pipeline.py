@@ -194,3 +194,45 @@ def test_labels_on_a_real_pipeline_resume_and_are_consistent(exported, tmp_path)
         assert chosen == (passing[0] if passing else settings.reference_steps)
         assert all(ssims[steps] < settings.ssim_threshold for steps in ssims if steps < chosen)
     assert read_labels(output)[1] == both
+
+
+class _BrightnessJudge:
+    """A stand-in for the shape judge (which needs training): fidelity is mean brightness, features the per-channel
+    means and spreads, so the benchmark's bookkeeping can be checked against numbers computed here."""
+
+    def prompt_fidelity(self, images, prompts):
+        assert len(images) == len(prompts)
+        return np.asarray(images, dtype=np.float64).mean(axis=(1, 2, 3)) / 255
+
+    def features(self, images):
+        images = np.asarray(images, dtype=np.float64)
+        return np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))], axis=1)
+
+    def frechet_distance_of_features(self, features):
+        return float(np.abs(features.mean(axis=0)).sum())
+
+
+def test_benchmark_compares_stepsaver_with_fixed_counts_on_the_same_prompts(pipeline):
+    from optimum_dynexec.benchmark.diffusion import STEPSAVER, format_table, run_benchmark
+
+    prompts = [PLAIN, BUSY, "a big blue circle on a gray background"]
+    result = run_benchmark(pipeline, prompts, fixed_steps=(3, 6, 9), repeats=2, guidance_scale=2.0, progress=False,
+                           judge=_BrightnessJudge())
+    assert result["reference"] == "fixed-9"
+    predicted = pipeline.predict_num_inference_steps(prompts)
+    gaps = []
+    for row, steps in zip(result["prompts"], predicted):
+        assert row[STEPSAVER]["num_inference_steps"] == steps
+        assert row["fixed-6"]["num_inference_steps"] == 6
+        assert row["fixed-9"]["ssim"] == pytest.approx(1.0)
+        gaps.append(row[STEPSAVER]["prompt_fidelity"] - row["fixed-6"]["prompt_fidelity"])
+    summary = result["summary"]
+    # No fixed-50 here, so the middle fixed count is the baseline.
+    assert summary["fixed-6"]["images_per_hour_vs_fixed_50"] == pytest.approx(1.0)
+    gap = summary[STEPSAVER]["prompt_fidelity_gap_vs_fixed-6"]
+    assert gap["mean"] == pytest.approx(np.mean(gaps))
+    assert gap["ci95"][0] <= gap["mean"] <= gap["ci95"][1]
+    assert gap["prompts_better"] + gap["prompts_worse"] <= len(prompts)
+    frechet = summary[STEPSAVER]["frechet_distance_gap_vs_fixed-6"]
+    assert frechet["mean"] == pytest.approx(summary[STEPSAVER]["frechet_distance"] - summary["fixed-6"]["frechet_distance"])
+    assert "StepSaver minus fixed-6, prompt fidelity" in format_table(result)

@@ -8,7 +8,13 @@ Quality, per image:
   * SSIM and PSNR to the image of the highest fixed count with the same prompt and seed (the reference);
   * `prompt_colour_score`, which needs no downloaded network: the fraction of pixels whose colour is (within a small
     tolerance) one of the palette colours the prompt names. Unconverged images have muddy, in-between colours, and
-    wrong colours are off-prompt, both of which lower it.
+    wrong colours are off-prompt, both of which lower it;
+  * `prompt_fidelity` (with `--judge`, the default for the shapes fixture's prompts): the fraction of the prompt's
+    facts (background, shape colours, kinds, count) a judge network trained on the grammar's own renders reads back
+    from the image (`shape_judge.py`).
+
+Per configuration, with the judge, also `frechet_distance`: FID's formula on the judge's features against procedural
+renders of the grammar, the no-network counterpart of the FID the StepSaver paper reports.
 
 Writes `stepsaver_benchmark.json`, `stepsaver_steps_vs_quality.png` (steps against SSIM per prompt) and
 `stepsaver_images.png` (a grid of images to look at) into `--output`, and prints a table.
@@ -62,8 +68,12 @@ def run_benchmark(
     guidance_scale: float = 7.5,
     seed: int = 0,
     progress: bool = True,
+    judge=None,
 ) -> dict:
-    """Render every prompt with StepSaver and with each fixed count; return timings, quality and per-prompt rows."""
+    """Render every prompt with StepSaver and with each fixed count; return timings, quality and per-prompt rows.
+
+    `judge`: a `shape_judge.ShapeJudge` to add `prompt_fidelity` and `frechet_distance` (shapes-fixture prompts only).
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -103,6 +113,8 @@ def run_benchmark(
                         steps_used[name][index] = output.num_inference_steps[0]
                     bar.update()
 
+    fidelity = {name: judge.prompt_fidelity(np.stack(images[name]), prompts) for name in configurations} if judge else {}
+    features = {name: judge.features(np.stack(images[name])) for name in configurations} if judge else {}
     rows = []
     for index, prompt in enumerate(prompts):
         reference = images[reference_name][index]
@@ -115,9 +127,12 @@ def run_benchmark(
                 "psnr": psnr(images[name][index], reference),
                 "prompt_colour_score": prompt_colour_score(images[name][index], prompt, COLOURS),
             }
+            if judge is not None:
+                row[name]["prompt_fidelity"] = float(fidelity[name][index])
         rows.append(row)
 
     summary = {}
+    baseline_name = "fixed-50" if 50 in fixed_steps else f"fixed-{fixed_steps[len(fixed_steps) // 2]}"
     for name in configurations:
         total_seconds = statistics.median(sum(seconds[name][repeat]) for repeat in range(repeats))
         finite_psnr = [row[name]["psnr"] for row in rows if np.isfinite(row[name]["psnr"])]
@@ -129,9 +144,26 @@ def run_benchmark(
             "mean_psnr_finite": float(np.mean(finite_psnr)) if finite_psnr else float("inf"),
             "mean_prompt_colour_score": float(np.mean([row[name]["prompt_colour_score"] for row in rows])),
         }
-    baseline = summary.get("fixed-50") or summary[f"fixed-{fixed_steps[len(fixed_steps) // 2]}"]
+        if judge is not None:
+            summary[name]["mean_prompt_fidelity"] = float(np.mean(fidelity[name]))
+            summary[name]["frechet_distance"] = judge.frechet_distance_of_features(features[name])
     for name in configurations:
-        summary[name]["images_per_hour_vs_fixed_50"] = summary[name]["images_per_hour"] / baseline["images_per_hour"]
+        summary[name]["images_per_hour_vs_fixed_50"] = (summary[name]["images_per_hour"]
+                                                        / summary[baseline_name]["images_per_hour"])
+
+    if judge is not None:
+        # "Equal quality" as a paired question: StepSaver minus the baseline over the same prompts and seeds, with a
+        # bootstrap 95% interval (prompts resampled, the same resample for both configurations).
+        resamples = np.random.default_rng(seed).integers(len(prompts), size=(1000, len(prompts)))
+        gaps = fidelity[STEPSAVER] - fidelity[baseline_name]
+        summary[STEPSAVER][f"prompt_fidelity_gap_vs_{baseline_name}"] = {
+            **_interval(gaps.mean(), gaps[resamples].mean(axis=1)),
+            "prompts_better": int((gaps > 0).sum()), "prompts_worse": int((gaps < 0).sum()),
+        }
+        frechet_gaps = [judge.frechet_distance_of_features(features[STEPSAVER][rows])
+                        - judge.frechet_distance_of_features(features[baseline_name][rows]) for rows in resamples]
+        summary[STEPSAVER][f"frechet_distance_gap_vs_{baseline_name}"] = _interval(
+            summary[STEPSAVER]["frechet_distance"] - summary[baseline_name]["frechet_distance"], np.array(frechet_gaps))
 
     # Fixed cost vs per-step cost, from the fixed-count medians: time = fixed + steps * per_step.
     per_image = [summary[f"fixed-{steps}"]["seconds_per_image"] for steps in fixed_steps]
@@ -150,10 +182,15 @@ def run_benchmark(
     }
 
 
+def _interval(estimate: float, resampled: np.ndarray) -> dict:
+    return {"mean": float(estimate), "ci95": [float(np.quantile(resampled, 0.025)), float(np.quantile(resampled, 0.975))]}
+
+
 def format_table(result: dict) -> str:
+    judged = "mean_prompt_fidelity" in result["summary"][STEPSAVER]
     lines = [
         f"{'configuration':<14}{'mean steps':>11}{'img/hour':>10}{'vs fixed-50':>12}{'SSIM':>8}{'PSNR':>8}"
-        f"{'colour score':>14}"
+        f"{'colour score':>14}" + (f"{'fidelity':>10}{'Frechet':>9}" if judged else "")
     ]
     for name in result["configurations"]:
         s = result["summary"][name]
@@ -161,11 +198,19 @@ def format_table(result: dict) -> str:
             f"{name:<14}{s['mean_num_inference_steps']:>11.1f}{s['images_per_hour']:>10.0f}"
             f"{s['images_per_hour_vs_fixed_50']:>11.2f}x{s['mean_ssim']:>8.3f}{s['mean_psnr_finite']:>8.1f}"
             f"{s['mean_prompt_colour_score']:>14.3f}"
+            + (f"{s['mean_prompt_fidelity']:>10.3f}{s['frechet_distance']:>9.2f}" if judged else "")
         )
     lines.append(
         f"(SSIM/PSNR against {result['reference']}, same seed; PSNR mean over images not identical to it; "
-        f"fixed cost {result['fixed_seconds_per_image'] * 1000:.0f} ms + {result['seconds_per_step'] * 1000:.1f} ms/step)"
+        f"fixed cost {result['fixed_seconds_per_image'] * 1000:.0f} ms + {result['seconds_per_step'] * 1000:.1f} ms/step"
+        + ("; fidelity and Frechet distance from the shape judge" if judged else "") + ")"
     )
+    for key, gap in result["summary"][STEPSAVER].items():
+        if "_gap_vs_" in key:
+            measure, baseline = key.split("_gap_vs_")
+            counts = f", {gap['prompts_better']} prompts better, {gap['prompts_worse']} worse" if "prompts_better" in gap else ""
+            lines.append(f"StepSaver minus {baseline}, {measure.replace('_', ' ')}: {gap['mean']:+.4f}, "
+                         f"95% bootstrap interval [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]{counts}")
     return "\n".join(lines)
 
 
@@ -191,12 +236,15 @@ def plot_steps_against_quality(result: dict, path: Path) -> None:
     left.set_title("Steps against quality, one grey line per prompt")
     left.legend(fontsize=8)
     summary = result["summary"]
+    score, label = (("mean_prompt_fidelity", "mean prompt fidelity (shape judge, no-network quality)")
+                    if "mean_prompt_fidelity" in summary[STEPSAVER]
+                    else ("mean_prompt_colour_score", "mean prompt colour score (no-network quality)"))
     for name in result["configurations"]:
-        right.scatter(summary[name]["images_per_hour"], summary[name]["mean_prompt_colour_score"], s=40)
-        right.annotate(name, (summary[name]["images_per_hour"], summary[name]["mean_prompt_colour_score"]),
+        right.scatter(summary[name]["images_per_hour"], summary[name][score], s=40)
+        right.annotate(name, (summary[name]["images_per_hour"], summary[name][score]),
                        textcoords="offset points", xytext=(5, 5), fontsize=9)
     right.set_xlabel("images per hour")
-    right.set_ylabel("mean prompt colour score (no-network quality)")
+    right.set_ylabel(label)
     right.set_title("Throughput against quality")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -240,6 +288,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="OpenVINO inference threads (same for all runs).")
+    parser.add_argument("--no-judge", action="store_true",
+                        help="Skip the shape judge's fidelity and Frechet distance (for prompts outside the shapes "
+                             "fixture's grammar).")
     parser.add_argument("--output", required=True, help="Folder for the JSON result and the plots.")
     args = parser.parse_args(argv)
 
@@ -256,7 +307,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         args.pipeline, ov_config={"INFERENCE_NUM_THREADS": str(args.threads)}
     )
     pipeline.set_progress_bar_config(disable=True)
-    result = run_benchmark(pipeline, prompts, args.fixed_steps, args.repeats, args.guidance_scale, args.seed)
+    judge = None
+    if not args.no_judge:
+        from .shape_judge import PromptFacts, ShapeJudge
+
+        for prompt in prompts:
+            PromptFacts.of_prompt(prompt)  # fail before rendering, not after, on a prompt the judge cannot score
+        judge = ShapeJudge.load()
+    result = run_benchmark(pipeline, prompts, args.fixed_steps, args.repeats, args.guidance_scale, args.seed,
+                           judge=judge)
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

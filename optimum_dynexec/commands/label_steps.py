@@ -28,6 +28,8 @@ class LabelStepsCommand(BaseOptimumCLICommand):
         parser.add_argument("--height", type=int, default=None)
         parser.add_argument("--width", type=int, default=None)
         parser.add_argument("--device", default="CPU")
+        parser.add_argument("--threads", type=int, default=None,
+                            help="OpenVINO inference threads (default: the plugin's choice, all cores).")
 
     def run(self):
         from pathlib import Path
@@ -58,7 +60,10 @@ class LabelStepsCommand(BaseOptimumCLICommand):
             width=args.width,
         )
         settings.validate()
-        pipeline = OVStableDiffusionPipeline.from_pretrained(args.pipeline, device=args.device)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"`--threads` must be a positive integer, got {args.threads}.")
+        ov_config = {"INFERENCE_NUM_THREADS": str(args.threads)} if args.threads else None
+        pipeline = OVStableDiffusionPipeline.from_pretrained(args.pipeline, device=args.device, ov_config=ov_config)
         pipeline.set_progress_bar_config(disable=True)  # one bar over prompts, not one per image
         labels = label_prompts(pipeline, prompts, Path(args.output), settings)
         steps = sorted(label["num_inference_steps"] for label in labels)
