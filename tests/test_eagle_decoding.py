@@ -204,9 +204,8 @@ def test_pipeline_text_generation_runs_eagle(text_target, tmp_path):
     assert model.last_decoding_stats.drafted_tokens > 0
 
 
-def test_quantization_config_compresses_the_head_too(llama, monkeypatch):
+def test_head_weights_are_8bit_unless_asked_otherwise(llama, monkeypatch):
     from optimum_dynexec.speculative import modeling
-    from optimum_dynexec.speculative.eagle_model import compress_weights
 
     target_dir, head_dir, model, _ = llama
 
@@ -214,15 +213,21 @@ def test_quantization_config_compresses_the_head_too(llama, monkeypatch):
         return sum(op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.u8, ov.Type.i8)
                    for op in ov_model.get_ops())
 
-    assert compressed_constants(model.eagle.head_model) == 0
-    compressed = compress_weights(model.eagle.head_model.clone(), {"bits": 8})
-    assert compressed_constants(compressed) >= 8  # fc, q, k, v, o, gate, up, down (+ lm_head, embedding)
-    # `from_pretrained` hands the target's quantization settings to the EAGLE export.
+    # The fixture's model was loaded without any quantization argument: the head got the 8-bit default.
+    assert compressed_constants(model.eagle.head_model) >= 8  # fc, q, k, v, o, gate, up, down (+ lm_head)
+    full = load_speculative(target_dir, export=True, eagle_head=head_dir, eagle_quantization_config=False,
+                            compile=False)
+    assert compressed_constants(full.eagle.head_model) == 0
+    # `from_pretrained` hands the head its own setting first, then the target's, then the default.
     received = []
     monkeypatch.setattr(modeling.OVEagle, "export", lambda *args, **kwargs: received.append(args[2]))
     modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True})
     modeling._load_eagle(target_dir, head_dir, None, {"quantization_config": {"bits": 4, "sym": True}})
-    assert received == [{"bits": 8}, {"bits": 4, "sym": True}]
+    modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, {"bits": 4, "group_size": 16})
+    modeling._load_eagle(target_dir, head_dir, None, {})
+    modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, False)
+    assert received == [{"bits": 8}, {"bits": 4, "sym": True}, {"bits": 4, "group_size": 16},
+                        modeling.EAGLE_HEAD_DEFAULT_COMPRESSION, False]
 
 
 def test_errors_name_the_argument(llama, tmp_path, tiny_models):

@@ -42,6 +42,10 @@ DRAFT_SUBFOLDER = "draft"
 # decoding. An explicit `ov_config` entry from the caller always wins.
 EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
+# The EAGLE head's weights unless the caller asks otherwise: it only proposes, so precision cannot change the output,
+# and its weights (lm_head included) are streamed from memory at every drafted token.
+EAGLE_HEAD_DEFAULT_COMPRESSION = {"bits": 8, "sym": True}
+
 # A draft model is small: each of its calls is latency-bound, and a second thread mostly adds a synchronisation
 # point that a busy core stretches (measured on the benchmark fixture, 1.6M draft: 1.41x -> 1.58x end to end).
 DRAFT_DEFAULT_CONFIG = {"INFERENCE_NUM_THREADS": 1}
@@ -128,6 +132,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         draft_ov_config: Optional[dict] = None,
         eagle_head: Union[str, Path, None] = None,
         eagle_tree: Union[TreeSettings, dict, None] = None,
+        eagle_quantization_config=None,
         **kwargs,
     ):
         """Load (or with `export=True`, export) the target as `OVModelForCausalLM` does, and its draft.
@@ -144,7 +149,11 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
                 `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint
                 (`model_id` with `export=True`). Defaults to the `eagle/` sub-folder of `model_id` if present.
-                `quantization_config` / `load_in_8bit` apply to the head too.
+            eagle_quantization_config: weight compression for the head when it is exported. By default the
+                target's `quantization_config` / `load_in_8bit`, else 8-bit weights (`EAGLE_HEAD_DEFAULT_COMPRESSION`):
+                the head only proposes tokens, so its precision never changes the output, and its weights are read
+                from memory at every drafted token (8-bit measured 3-6% faster end to end on the benchmark fixture,
+                docs/benchmarks.md). `False` keeps the head's weights in full precision.
             eagle_tree: the default EAGLE-2 tree shape (`TreeSettings` or a dict of `depth`, `top_k`,
                 `total_tokens`; `top_k=1` drafts a chain).
             **kwargs: everything `OVModelForCausalLM.from_pretrained` takes (`export`, `ov_config`, `device`,
@@ -174,7 +183,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                         draft_kwargs[key] = kwargs[key]
             draft_model = load_draft_model(draft_model, **draft_kwargs)
         model._attach_draft(draft_model)
-        model._attach_eagle(_load_eagle(model_id, eagle_head, eagle_tree, kwargs), user_ov_config)
+        model._attach_eagle(_load_eagle(model_id, eagle_head, eagle_tree, kwargs, eagle_quantization_config),
+                            user_ov_config)
         return model
 
     def _attach_draft(self, draft_model: Optional[OVModelForCausalLM]) -> None:
@@ -440,7 +450,7 @@ def _tree_settings(tree: Union[TreeSettings, dict, None]) -> Optional[TreeSettin
     raise TypeError(f"`eagle_tree` must be a TreeSettings or a dict, got {type(tree).__name__}.")
 
 
-def _load_eagle(model_id, eagle_head, eagle_tree, kwargs) -> Optional[OVEagle]:
+def _load_eagle(model_id, eagle_head, eagle_tree, kwargs, eagle_quantization_config=None) -> Optional[OVEagle]:
     """The EAGLE part: exported from `eagle_head` for the target checkpoint `model_id`, or loaded from `eagle/`."""
     tree = _tree_settings(eagle_tree)
     saved = Path(model_id) / EAGLE_SUBFOLDER
@@ -455,9 +465,13 @@ def _load_eagle(model_id, eagle_head, eagle_tree, kwargs) -> Optional[OVEagle]:
             "with `export=True`, or a folder "
             "written by `save_pretrained` that already contains `eagle/`."
         )
-    quantization_config = kwargs.get("quantization_config")
+    quantization_config = eagle_quantization_config
+    if quantization_config is None:
+        quantization_config = kwargs.get("quantization_config")
     if quantization_config is None and kwargs.get("load_in_8bit"):
         quantization_config = {"bits": 8}
+    if quantization_config is None:
+        quantization_config = EAGLE_HEAD_DEFAULT_COMPRESSION
     return OVEagle.export(model_id, eagle_head, quantization_config, tree,
                           trust_remote_code=kwargs.get("trust_remote_code", False))
 
