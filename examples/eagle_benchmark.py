@@ -20,7 +20,8 @@ import torch
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--head", required=True, help="EAGLE head folder trained for the fixture's target.")
+    parser.add_argument("--head", required=True, help="EAGLE head folder trained for the fixture's target; several "
+                        "comma-separated (e.g. the same head exported at two precisions) are timed side by side.")
     parser.add_argument("--size", default="benchmark", help="Causal-LM fixture size (default: benchmark).")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -50,8 +51,9 @@ def main():
 
     plain = OVModelForCausalLM.from_pretrained(fixture.target_dir, export=True,
                                                ov_config={**EXACT_PRECISION_CONFIG, **ov_config})
-    eagle = OVSpeculativeModelForCausalLM.from_pretrained(fixture.target_dir, export=True, ov_config=ov_config,
-                                                          eagle_head=args.head)
+    heads = args.head.split(",")
+    eagles = {Path(head).name: OVSpeculativeModelForCausalLM.from_pretrained(
+        fixture.target_dir, export=True, ov_config=ov_config, eagle_head=head) for head in heads}
     modes = {}
     plain_session = DecoderSession.for_model(plain)
 
@@ -78,22 +80,25 @@ def main():
             return output[0, prompt.shape[1]:].tolist(), drafted.last_decoding_stats
 
         modes["draft model (heuristic)"] = draft_mode
-    for spec in args.trees.split(","):
-        if spec.startswith("chain:"):
-            tree = TreeSettings.chain(int(spec.split(":")[1]))
-            name = f"EAGLE chain depth {tree.depth}"
-        else:
-            shape, total = spec.split(":")
-            depth, top_k = shape.split("x")
-            tree = TreeSettings(int(depth), int(top_k), int(total))
-            name = f"EAGLE-2 tree d{tree.depth} k{tree.top_k} n{tree.total_tokens}"
+    for head_name, eagle in eagles.items():
+        for spec in args.trees.split(","):
+            if spec.startswith("chain:"):
+                tree = TreeSettings.chain(int(spec.split(":")[1]))
+                name = f"EAGLE chain depth {tree.depth}"
+            else:
+                shape, total = spec.split(":")
+                depth, top_k = shape.split("x")
+                tree = TreeSettings(int(depth), int(top_k), int(total))
+                name = f"EAGLE-2 tree d{tree.depth} k{tree.top_k} n{tree.total_tokens}"
+            if len(eagles) > 1:
+                name += f" ({head_name})"
 
-        def eagle_mode(prompt, tree=tree):
-            output = eagle.generate(prompt, attention_mask=torch.ones_like(prompt),
-                                    max_new_tokens=args.max_new_tokens, do_sample=False, eagle_tree=tree)
-            return output[0, prompt.shape[1]:].tolist(), eagle.last_decoding_stats
+            def eagle_mode(prompt, tree=tree, eagle=eagle):
+                output = eagle.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                        max_new_tokens=args.max_new_tokens, do_sample=False, eagle_tree=tree)
+                return output[0, prompt.shape[1]:].tolist(), eagle.last_decoding_stats
 
-        modes[name] = eagle_mode
+            modes[name] = eagle_mode
 
     for run in modes.values():  # warm-up: compile, first-shape costs
         run(prompts[0])
@@ -126,14 +131,16 @@ def main():
             "mode": name,
             "tokens_per_second": round(rates[name], 1),
             "speedup_vs_best_plain": round(rates[name] / baseline, 2),
+            "speedup_vs_optimum_generate": round(rates[name] / rates["plain (optimum generate)"], 2),
             "mean_accepted_length": round(float(np.mean(accepted[name])), 2) if accepted[name] else None,
             "identical_to_plain": identical[name],
             "seconds_per_repeat": [round(s, 2) for s in seconds[name]],
         })
-    print("| mode | tokens/s | speed-up vs plain | tokens per verification | identical |")
-    print("|---|---|---|---|---|")
+    print("| mode | tokens/s | vs best plain | vs optimum generate | tokens per verification | identical |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['mode']} | {row['tokens_per_second']} | {row['speedup_vs_best_plain']}x | "
+              f"{row['speedup_vs_optimum_generate']}x | "
               f"{row['mean_accepted_length'] or '-'} | {row['identical_to_plain']} |")
     Path(args.output).write_text(json.dumps({
         "fixture": str(fixture.path), "head": args.head, "prompts": args.prompts,

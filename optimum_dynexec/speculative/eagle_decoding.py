@@ -29,13 +29,14 @@ class TreeSettings:
     """The draft tree's shape (EAGLE-2): `depth` levels at most, `top_k` children per expanded node and `top_k`
     expanded nodes per level, `total_tokens` nodes kept after re-ranking. `top_k=1` drafts a chain of `depth`.
 
-    The default is a chain of 4, the fastest shape measured on this project's 2-core CPU (docs/benchmarks.md:
-    1.59x over plain decoding, against 1.24x for depth 6 / top_k 4 / 12 tokens and 1.04x for 24 tokens): on a CPU,
-    verification and head calls grow with the rows they score, which a GPU scores for free."""
+    The default is a chain of 6, the middle of the chains of 4-8 that led every sweep on this project's 2-core CPU
+    with the 8-bit head, within noise of each other (docs/benchmarks.md: 1.86-2.25x over plain optimum-intel
+    decoding; chains of 10-12 1.84x, trees 1.56-1.77x): on a CPU, verification and head calls grow with the rows
+    they score, which a GPU scores for free."""
 
-    depth: int = 4
+    depth: int = 6
     top_k: int = 1
-    total_tokens: int = 4
+    total_tokens: int = 6
 
     def __post_init__(self):
         for name in ("depth", "top_k", "total_tokens"):
