@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 import numpy as np
+import openvino
 import torch
 from optimum.intel import OVModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -129,8 +130,6 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
     def compile(self):
         """Compile the segments (the full model is only kept for saving and for plain optimum-intel loading)."""
         if self._segment_requests is None:
-            import openvino
-
             core = openvino.Core()
             ov_config = {**self.ov_config}
             self._segment_requests = [
@@ -219,9 +218,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         alive = np.arange(batch_size)
         mask, hidden = attention_mask, None
         for layer, request in enumerate(requests, start=1):
-            segment_inputs = first_inputs if layer == 1 else {0: hidden, 1: mask}
-            # share_*: no copies in or out; each segment's output buffer is read before that segment runs again.
-            outputs = request.infer(segment_inputs, share_inputs=True, share_outputs=True)
+            outputs = _infer_shared(request, first_inputs if layer == 1 else {0: hidden, 1: mask})
             if layer == last_layer:
                 logits_out[alive] = outputs[0]
                 break
@@ -248,6 +245,23 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         scaled = scaled - scaled.max(axis=-1, keepdims=True)
         log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
         return -(np.exp(log_probabilities) * log_probabilities).sum(axis=-1) / self._log_num_labels
+
+
+def _infer_shared(request, inputs: dict) -> list:
+    """Run `request` on `inputs` (names or port indices to C-contiguous arrays) without copying in or out.
+
+    Binds each input with `set_tensor` on the caller's memory and reads the outputs as views of the request's
+    buffers: the generic `infer(dict)` dispatcher costs ~0.1-0.2 ms per call, a large share of one encoder layer on a
+    short text at batch 1. Each segment's outputs are read before that segment runs again.
+    """
+    for key, value in inputs.items():
+        tensor = openvino.Tensor(value, shared_memory=True)
+        if isinstance(key, int):
+            request.set_input_tensor(key, tensor)
+        else:
+            request.set_tensor(key, tensor)
+    request.infer()
+    return [request.get_output_tensor(index).data for index in range(len(request.model_outputs))]
 
 
 def _as_int64(values, name: str) -> np.ndarray:
