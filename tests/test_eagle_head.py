@@ -14,7 +14,6 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 
 from optimum_dynexec.speculative.eagle import (
     EagleHead,
-    additive_mask,
     eagle_config_from_target,
     export_eagle_head,
     load_eagle_head,
@@ -28,7 +27,7 @@ from optimum_dynexec.speculative.eagle_training import (
     generate_features,
     train_eagle_head,
 )
-from optimum_dynexec.speculative.kv_cache import TreeDecoderSession
+from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, additive_mask
 
 
 class PublishedEagleHead(nn.Module):

@@ -36,7 +36,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .kv_cache import TREE_MASK_INPUT, additive_mask  # noqa: F401 (additive_mask: the masks these graphs take)
+from .kv_cache import TREE_MASK_INPUT
 
 
 HEAD_WEIGHTS_SAFETENSORS = "model.safetensors"
