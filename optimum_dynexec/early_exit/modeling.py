@@ -193,11 +193,9 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         self.compile()
         layer_logits = []
         hidden = None
+        first_inputs = self._first_segment_inputs(input_ids, attention_mask, token_type_ids)
         for layer, request in enumerate(self._segment_requests, start=1):
-            if layer == 1:
-                outputs = request.infer(self._first_segment_inputs(input_ids, attention_mask, token_type_ids), share_inputs=True)
-            else:
-                outputs = request.infer({0: hidden, 1: attention_mask}, share_inputs=True)
+            outputs = _infer_shared(request, first_inputs if layer == 1 else {0: hidden, 1: attention_mask})
             layer_logits.append(np.array(outputs[len(outputs) - 1], dtype=np.float32))
             hidden = outputs[0]
         return np.stack(layer_logits)
