@@ -9,7 +9,7 @@ Quality, per image:
   * `prompt_colour_score`, which needs no downloaded network: the fraction of pixels whose colour is (within a small
     tolerance) one of the palette colours the prompt names. Unconverged images have muddy, in-between colours, and
     wrong colours are off-prompt, both of which lower it;
-  * `prompt_fidelity` (with `--judge`, the default for the shapes fixture's prompts): the fraction of the prompt's
+  * `prompt_fidelity` (unless `--no-judge`; shapes-fixture prompts only): the fraction of the prompt's
     facts (background, shape colours, kinds, count) a judge network trained on the grammar's own renders reads back
     from the image (`shape_judge.py`).
 

@@ -28,6 +28,12 @@ from ..fixtures.stable_diffusion import COLOURS, COUNT_WORDS, IMAGE_SIZE, SHAPES
 
 _COLOUR_NAMES = tuple(COLOURS)
 _MAX_SHAPES = 5  # many_mixed draws at most 3 + 2
+# The judge's logits, in order: background colour (one of 9), a flag per shape colour, a flag per shape kind, the
+# shape count (0 to _MAX_SHAPES). The training target has the same layout with the background and count as indices.
+_BACKGROUND = slice(0, len(_COLOUR_NAMES))
+_COLOUR_FLAGS = slice(_BACKGROUND.stop, _BACKGROUND.stop + len(_COLOUR_NAMES))
+_KIND_FLAGS = slice(_COLOUR_FLAGS.stop, _COLOUR_FLAGS.stop + len(SHAPES))
+_COUNT = slice(_KIND_FLAGS.stop, _KIND_FLAGS.stop + _MAX_SHAPES + 1)
 _COUNT_OF_WORD = {"a": 1, "an": 1, **{word: count for count, word in COUNT_WORDS.items() if count > 1}}
 
 
@@ -102,7 +108,7 @@ def _network(width: int):
 
             self.blocks = nn.ModuleList([block(3, width), block(width, 2 * width), block(2 * width, 4 * width)])
             self.features = nn.Sequential(nn.Linear(2 * 7 * width, 64), nn.ReLU())
-            self.heads = nn.Linear(64, len(_COLOUR_NAMES) + len(_COLOUR_NAMES) + len(SHAPES) + _MAX_SHAPES + 1)
+            self.heads = nn.Linear(64, _COUNT.stop)
 
         def forward(self, images):
             pooled, maps = [], images
@@ -130,25 +136,22 @@ def _as_input(images: np.ndarray):
 def _loss(logits, targets):
     import torch.nn.functional as F
 
-    n = len(_COLOUR_NAMES)
-    background = F.cross_entropy(logits[:, :n], targets[:, 0].long())
-    flags = F.binary_cross_entropy_with_logits(logits[:, n : 2 * n + len(SHAPES)], targets[:, 1 : 1 + n + len(SHAPES)])
-    count = F.cross_entropy(logits[:, 2 * n + len(SHAPES):], targets[:, -1].long())
+    background = F.cross_entropy(logits[:, _BACKGROUND], targets[:, 0].long())
+    flags = F.binary_cross_entropy_with_logits(logits[:, _COLOUR_FLAGS.start : _KIND_FLAGS.stop], targets[:, 1:-1])
+    count = F.cross_entropy(logits[:, _COUNT], targets[:, -1].long())
     return background + flags + count
 
 
 def _read_facts(logits) -> List[PromptFacts]:
-    n, k = len(_COLOUR_NAMES), len(SHAPES)
-    logits = logits.numpy()
-    facts = []
-    for row in logits:
-        facts.append(PromptFacts(
-            _COLOUR_NAMES[int(row[:n].argmax())],
-            frozenset(name for name, flag in zip(_COLOUR_NAMES, row[n : 2 * n]) if flag > 0),
-            frozenset(kind for kind, flag in zip(SHAPES, row[2 * n : 2 * n + k]) if flag > 0),
-            int(row[2 * n + k:].argmax()),
-        ))
-    return facts
+    return [
+        PromptFacts(
+            _COLOUR_NAMES[int(row[_BACKGROUND].argmax())],
+            frozenset(name for name, flag in zip(_COLOUR_NAMES, row[_COLOUR_FLAGS]) if flag > 0),
+            frozenset(kind for kind, flag in zip(SHAPES, row[_KIND_FLAGS]) if flag > 0),
+            int(row[_COUNT].argmax()),
+        )
+        for row in logits.numpy()
+    ]
 
 
 def _procedural_set(count: int, seed: int):
