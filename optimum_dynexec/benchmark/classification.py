@@ -3,9 +3,9 @@
 Everything runs in one process so the plain optimum-intel model and the early-exit model are timed side by
 side (interleaved repeats, medians), on the same exported folder, the same inputs and the same OpenVINO config.
 
-The data: Debian package short descriptions (the first line of `Description:` in the package lists that
-`apt-get update` fetches), labelled by the package's archive `Section`, top sections only, deduplicated
-(texts seen under two sections are dropped), split 80/10/10 by a hash of the text.
+The data: a real labelled text set built from what the machine holds (`text_sets.py`): Debian package short
+descriptions labelled by archive section (`--text-set debian-sections`, the default), or Python docstrings labelled
+by the library that holds them (`--text-set python-docstrings`).
 
     python -m optimum_dynexec.benchmark.classification data --output runs/debian
     optimum-cli dynexec train-exits --model <encoder> --dataset runs/debian --output runs/exits
@@ -13,107 +13,11 @@ The data: Debian package short descriptions (the first line of `Description:` in
 """
 
 import argparse
-import csv
-import glob
-import hashlib
 import json
 import os
-import subprocess
-from collections import Counter, defaultdict
 from pathlib import Path
 
-APT_LISTS_DIR = "/var/lib/apt/lists"
-
-
-def read_debian_package_lists(lists_dir: str = APT_LISTS_DIR):
-    """Yield `(short description, section)` of every binary package in the apt lists (plain, .lz4, .gz, .xz)."""
-    paths = sorted(glob.glob(os.path.join(lists_dir, "*_binary-*_Packages*")))
-    if not paths:
-        raise FileNotFoundError(
-            f"No Debian package lists in {lists_dir}. Run `apt-get update` (as root) first, or pass "
-            "--fetch-lists to let this script run it."
-        )
-    for path in paths:
-        for stanza in _read_text(path).split("\n\n"):
-            description = section = None
-            for line in stanza.split("\n"):
-                if line.startswith("Description:"):
-                    description = line[len("Description:") :].strip()
-                elif line.startswith("Section:"):
-                    section = line[len("Section:") :].strip().split("/")[-1]  # "contrib/net" -> "net"
-            if description and section:
-                yield description, section
-
-
-def build_debian_sections_dataset(
-    output_dir, top_sections: int = 10, max_per_section: int = 3000, lists_dir: str = APT_LISTS_DIR
-) -> dict:
-    """Write train.csv / validation.csv / test.csv (columns text,label) and summary.json into `output_dir`."""
-    from ..fixtures.cache import atomic_directory
-
-    sections_of_text = defaultdict(set)
-    for description, section in read_debian_package_lists(lists_dir):
-        sections_of_text[description].add(section)
-    unambiguous = {text: sections.pop() for text, sections in sections_of_text.items() if len(sections) == 1}
-    counts = Counter(unambiguous.values())
-    kept_sections = sorted(section for section, _ in counts.most_common(top_sections))
-
-    by_section = defaultdict(list)
-    for text, section in unambiguous.items():
-        if section in kept_sections:
-            by_section[section].append(text)
-    rows = []
-    for section in kept_sections:
-        texts = sorted(by_section[section], key=_text_hash)[:max_per_section]  # a deterministic sample
-        rows += [(text, section) for text in texts]
-
-    splits = {"train": [], "validation": [], "test": []}
-    for text, section in rows:
-        bucket = int(_text_hash(text)[:8], 16) % 10
-        splits["test" if bucket == 0 else "validation" if bucket == 1 else "train"].append((text, section))
-    summary = {
-        "source": "Debian package lists (" + lists_dir + "): Description short line labelled by Section",
-        "sections": kept_sections,
-        "max_per_section": max_per_section,
-        "sizes": {name: len(split) for name, split in splits.items()},
-    }
-    with atomic_directory(Path(output_dir)) as staging:
-        for name, split in splits.items():
-            with open(staging / f"{name}.csv", "w", newline="", encoding="utf-8") as stream:
-                writer = csv.writer(stream)
-                writer.writerow(["text", "label"])
-                writer.writerows(sorted(split, key=lambda row: _text_hash(row[0])))
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _text_hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def _read_text(path: str) -> str:
-    if path.endswith(".lz4"):
-        return subprocess.run(["lz4", "-dc", path], check=True, capture_output=True).stdout.decode("utf-8", "replace")
-    if path.endswith(".gz"):
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
-    if path.endswith(".xz"):
-        import lzma
-
-        return lzma.open(path, "rt", encoding="utf-8", errors="replace").read()
-    return open(path, encoding="utf-8", errors="replace").read()
-
-
-def ensure_debian_dataset(data_dir, fetch_lists: bool = False, **options) -> dict:
-    """Build the Debian sections dataset into `data_dir` unless it is there (optionally `apt-get update` first)."""
-    data_dir = Path(data_dir)
-    if (data_dir / "summary.json").is_file():
-        return json.loads((data_dir / "summary.json").read_text())
-    if fetch_lists and not glob.glob(os.path.join(APT_LISTS_DIR, "*_binary-*_Packages*")):
-        subprocess.run(["apt-get", "update"], check=True)
-    return build_debian_sections_dataset(data_dir, **options)
-
+from .text_sets import TEXT_SETS, ensure_text_set
 
 def _batches(encode, texts, batch_size):
     return [encode(texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)]
@@ -164,8 +68,9 @@ def run_benchmark(
     validation_texts, validation_labels = load_labelled_texts(str(data_dir), "validation")
     test_texts, test_labels = load_labelled_texts(str(data_dir), "test")
 
+    data_summary = json.loads((Path(data_dir) / "summary.json").read_text())
     report = {
-        "data": json.loads((Path(data_dir) / "summary.json").read_text()),
+        "data": data_summary,
         "checkpoint": str(checkpoint),
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "openvino": openvino.__version__,
@@ -193,7 +98,7 @@ def run_benchmark(
         )
         chosen = pick_threshold(sweep, target_accuracy)
         picked = threshold if threshold is not None else (chosen["threshold"] if chosen else 0.0)
-        save_curve(sweep, output_dir / f"calibration_{precision}", chosen, title=f"Debian sections, validation, {precision}")
+        save_curve(sweep, output_dir / f"calibration_{precision}", chosen, title=f"{data_summary.get('name', Path(data_dir).name)}, validation, {precision}")
 
         # 2. Accuracy on test, batch 32, both models; and the early-exit rows against single-row runs.
         def encode(texts):
@@ -279,10 +184,12 @@ def _print_result(result) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="Build the Debian sections dataset (train/validation/test CSV).")
+    data = commands.add_parser("data", help="Build a labelled text set (train/validation/test CSV).")
     data.add_argument("--output", required=True)
-    data.add_argument("--top-sections", type=int, default=10)
-    data.add_argument("--max-per-section", type=int, default=3000)
+    data.add_argument("--text-set", choices=TEXT_SETS, default="debian-sections")
+    data.add_argument("--top-labels", type=int, default=10)
+    data.add_argument("--max-per-label", type=int, default=3000)
+    data.add_argument("--site-packages", default=None, help="python-docstrings: where to read (default: this venv's).")
     data.add_argument("--fetch-lists", action="store_true", help="Run `apt-get update` if no package lists exist.")
     run = commands.add_parser("run", help="Export, calibrate on validation, measure on test against plain optimum-intel.")
     run.add_argument("--data", required=True, help="Folder written by the `data` command (built if absent).")
@@ -295,16 +202,24 @@ def main(argv=None):
     run.add_argument("--precisions", default="bf16,f32", help="OpenVINO INFERENCE_PRECISION_HINT values to measure.")
     run.add_argument("--repeats", type=int, default=5)
     run.add_argument("--timing-examples", type=int, default=1024)
+    run.add_argument("--text-set", choices=TEXT_SETS, default="debian-sections", help="Built into --data if absent.")
     run.add_argument("--fetch-lists", action="store_true")
     run.add_argument(
         "--ov-threads", type=int, default=None, help="INFERENCE_NUM_THREADS for both models (default: OpenVINO's)."
     )
     args = parser.parse_args(argv)
     if args.command == "data":
-        print(json.dumps(ensure_debian_dataset(args.output, args.fetch_lists, top_sections=args.top_sections,
-                                               max_per_section=args.max_per_section), indent=2))
+        summary = ensure_text_set(
+            args.output,
+            args.text_set,
+            args.fetch_lists,
+            top_labels=args.top_labels,
+            max_per_label=args.max_per_label,
+            site_packages=args.site_packages,
+        )
+        print(json.dumps(summary, indent=2))
         return
-    ensure_debian_dataset(args.data, args.fetch_lists)
+    ensure_text_set(args.data, args.text_set, args.fetch_lists)
     run_benchmark(
         args.data,
         args.checkpoint,

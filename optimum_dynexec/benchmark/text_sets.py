@@ -1,0 +1,209 @@
+"""Real labelled text sets built from what this machine already holds, for the early-exit benchmark.
+
+Two independent sources, so a result on one can be re-checked on the other:
+
+- `debian-sections`: Debian package short descriptions (the first line of `Description:` in the package lists
+  that `apt-get update` fetches), labelled by the package's archive `Section`;
+- `python-docstrings`: the first paragraph of every module, class and function docstring of the installed Python
+  libraries (site-packages), labelled by the library that holds it ("which library documents this?").
+
+Both go through one writer: texts seen under two labels are dropped, the biggest `top_labels` labels are kept,
+each capped at `max_per_label` by a hash order, and the rows are split 80/10/10 by a hash of the text, so a text's
+split never depends on which other texts were kept (a bigger cap adds rows to every split, moves none).
+"""
+
+import ast
+import csv
+import glob
+import hashlib
+import json
+import os
+import subprocess
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Tuple
+
+from tqdm.auto import tqdm
+
+APT_LISTS_DIR = "/var/lib/apt/lists"
+TEXT_SETS = ("debian-sections", "python-docstrings")
+
+# Not libraries in the sense of the question "which library documents this?": installers, vendored CUDA
+# wheels and build tools whose docstrings are mostly copies of other projects'.
+_NOT_LIBRARIES = {"pip", "setuptools", "pkg_resources", "_distutils_hack", "nvidia", "triton", "cuda", "wheel"}
+_TEST_FOLDERS = {"test", "tests", "testing"}
+
+
+def read_debian_package_lists(lists_dir: str = APT_LISTS_DIR) -> Iterable[Tuple[str, str]]:
+    """Yield `(short description, section)` of every binary package in the apt lists (plain, .lz4, .gz, .xz)."""
+    paths = sorted(glob.glob(os.path.join(lists_dir, "*_binary-*_Packages*")))
+    if not paths:
+        raise FileNotFoundError(
+            f"No Debian package lists in {lists_dir}. Run `apt-get update` (as root) first, or pass "
+            "--fetch-lists to let this script run it."
+        )
+    for path in paths:
+        for stanza in _read_text(path).split("\n\n"):
+            description = section = None
+            for line in stanza.split("\n"):
+                if line.startswith("Description:"):
+                    description = line[len("Description:") :].strip()
+                elif line.startswith("Section:"):
+                    section = line[len("Section:") :].strip().split("/")[-1]  # "contrib/net" -> "net"
+            if description and section:
+                yield description, section
+
+
+def read_library_docstrings(
+    site_packages: str, min_chars: int = 20, max_chars: int = 250
+) -> Iterable[Tuple[str, str]]:
+    """Yield `(docstring summary, library)` for the modules, classes and functions under `site_packages`.
+
+    The summary is the docstring's first paragraph with its whitespace collapsed; the library is the top-level
+    folder. Test folders and files that do not parse are skipped.
+    """
+    site_packages = Path(site_packages)
+    if not site_packages.is_dir():
+        raise FileNotFoundError(f"{site_packages} is not a folder; pass the site-packages to read with --site-packages.")
+    libraries = sorted(
+        entry.name
+        for entry in site_packages.iterdir()
+        if entry.is_dir()
+        and entry.name.isidentifier()
+        and entry.name not in _NOT_LIBRARIES
+        and (entry / "__init__.py").is_file()
+    )
+    for library in tqdm(libraries, desc="reading docstrings", unit="library"):
+        for folder, subfolders, files in os.walk(site_packages / library):
+            subfolders[:] = sorted(name for name in subfolders if name not in _TEST_FOLDERS)
+            for name in sorted(files):
+                if not name.endswith(".py"):
+                    continue
+                try:
+                    tree = ast.parse(Path(folder, name).read_text(encoding="utf-8"))
+                except (SyntaxError, UnicodeDecodeError, ValueError):
+                    continue
+                for node in ast.walk(tree):
+                    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                        docstring = ast.get_docstring(node)
+                        if docstring:
+                            summary = " ".join(docstring.strip().split("\n\n")[0].split())
+                            if min_chars <= len(summary) <= max_chars:
+                                yield summary, library
+
+
+def default_site_packages() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
+
+
+def build_text_set(
+    name: str,
+    output_dir,
+    top_labels: int = 10,
+    max_per_label: int = 3000,
+    lists_dir: str = APT_LISTS_DIR,
+    site_packages: str = None,
+) -> dict:
+    """Build the text set `name` (one of TEXT_SETS) into `output_dir`; returns its summary."""
+    if name == "debian-sections":
+        rows = read_debian_package_lists(lists_dir)
+        header = {"name": name, "source": f"Debian package lists ({lists_dir}): Description short line labelled by Section"}
+        describe_labels = None
+    elif name == "python-docstrings":
+        site_packages = site_packages or default_site_packages()
+        rows = read_library_docstrings(site_packages)
+        header = {"name": name, "source": f"Python docstrings ({site_packages}): first paragraph labelled by its library"}
+        describe_labels = lambda libraries: {"library_versions": _library_versions(libraries)}  # noqa: E731
+    else:
+        raise ValueError(f"Unknown text set {name!r}; choose one of {', '.join(TEXT_SETS)}.")
+    return write_labelled_splits(rows, output_dir, top_labels, max_per_label, header, describe_labels)
+
+
+def write_labelled_splits(
+    rows: Iterable[Tuple[str, str]],
+    output_dir,
+    top_labels: int = 10,
+    max_per_label: int = 3000,
+    header: Optional[dict] = None,
+    describe_labels: Optional[Callable[[List[str]], dict]] = None,
+) -> dict:
+    """Write train.csv / validation.csv / test.csv (columns text,label) and summary.json into `output_dir`.
+
+    The folder appears whole or not at all. `header` opens the summary; `describe_labels(kept_labels)` adds to it.
+    """
+    from ..fixtures.cache import atomic_directory
+
+    labels_of_text = defaultdict(set)
+    for text, label in rows:
+        labels_of_text[text].add(label)
+    unambiguous = {text: labels.pop() for text, labels in labels_of_text.items() if len(labels) == 1}
+    if not unambiguous:
+        raise ValueError("The source gave no texts; nothing to write.")
+    counts = Counter(unambiguous.values())
+    kept_labels = sorted(label for label, _ in counts.most_common(top_labels))
+
+    texts_of_label = defaultdict(list)
+    for text, label in unambiguous.items():
+        if label in kept_labels:
+            texts_of_label[label].append(text)
+    splits = {"train": [], "validation": [], "test": []}
+    for label in kept_labels:
+        for text in sorted(texts_of_label[label], key=_text_hash)[:max_per_label]:  # a deterministic sample
+            bucket = int(_text_hash(text)[:8], 16) % 10
+            splits["test" if bucket == 0 else "validation" if bucket == 1 else "train"].append((text, label))
+    summary = {
+        **(header or {}),
+        "labels": kept_labels,
+        "max_per_label": max_per_label,
+        "dropped_ambiguous_texts": len(labels_of_text) - len(unambiguous),
+        "sizes": {name: len(split) for name, split in splits.items()},
+        **(describe_labels(kept_labels) if describe_labels else {}),
+    }
+    with atomic_directory(Path(output_dir)) as staging:
+        for name, split in splits.items():
+            with open(staging / f"{name}.csv", "w", newline="", encoding="utf-8") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(["text", "label"])
+                writer.writerows(sorted(split, key=lambda row: _text_hash(row[0])))
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def ensure_text_set(data_dir, name: str = "debian-sections", fetch_lists: bool = False, **options) -> dict:
+    """Build the text set into `data_dir` unless it is there (for Debian, optionally `apt-get update` first)."""
+    data_dir = Path(data_dir)
+    if (data_dir / "summary.json").is_file():
+        return json.loads((data_dir / "summary.json").read_text())
+    if name == "debian-sections" and fetch_lists and not glob.glob(os.path.join(APT_LISTS_DIR, "*_binary-*_Packages*")):
+        subprocess.run(["apt-get", "update"], check=True)
+    return build_text_set(name, data_dir, **options)
+
+
+def _library_versions(libraries) -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for library in libraries:
+        distributions = metadata.packages_distributions().get(library, [])
+        versions[library] = metadata.version(distributions[0]) if distributions else None
+    return versions
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _read_text(path: str) -> str:
+    if path.endswith(".lz4"):
+        return subprocess.run(["lz4", "-dc", path], check=True, capture_output=True).stdout.decode("utf-8", "replace")
+    if path.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
+    if path.endswith(".xz"):
+        import lzma
+
+        return lzma.open(path, "rt", encoding="utf-8", errors="replace").read()
+    return open(path, encoding="utf-8", errors="replace").read()
