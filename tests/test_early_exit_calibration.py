@@ -62,9 +62,35 @@ def test_pick_takes_the_fastest_threshold_meeting_the_target():
         pick_threshold(sweep, 99)
 
 
+def _confident_first_exit(num_examples, wrong_fraction):
+    """Two layers: every row leaves layer 1 confidently (wrong on `wrong_fraction` of rows); layer 2 is always right."""
+    labels = np.zeros(num_examples, dtype=np.int64)
+    first = np.tile([20.0, 0.0], (num_examples, 1))
+    first[: int(round(wrong_fraction * num_examples))] = [0.0, 20.0]
+    last = np.tile([5.0, 0.0], (num_examples, 1))
+    return np.stack([first, last]), labels
+
+
+def test_confidence_pick_needs_the_lower_bound_to_reach_the_target():
+    # 99.2% relative accuracy at the fast threshold: enough as a point estimate; not with 90% confidence on 1,000
+    # examples (8 errors, the bootstrap's 90th percentile ~12, i.e. 98.8%), but enough on 20,000 (~176 of 20,000).
+    for num_examples, fast_is_sure in ((1000, False), (20000, True)):
+        logits, labels = _confident_first_exit(num_examples, 0.008)
+        point = sweep_thresholds(logits, labels, [1.0, 1.0], thresholds=[0.0, 0.5])
+        sure = sweep_thresholds(logits, labels, [1.0, 1.0], thresholds=[0.0, 0.5], confidence=0.9, bootstrap_samples=400)
+        slow, fast = sure["points"]
+        assert fast["relative_accuracy"] == pytest.approx(0.992)
+        assert fast["relative_accuracy_lower_bound"] < fast["relative_accuracy"]
+        assert slow["relative_accuracy_lower_bound"] == 1.0  # the full model against itself: no spread
+        assert pick_threshold(point, 0.99)["threshold"] == 0.5
+        assert pick_threshold(sure, 0.99)["threshold"] == (0.5 if fast_is_sure else 0.0)
+    with pytest.raises(ValueError, match="confidence"):
+        sweep_thresholds(logits, labels, [1.0, 1.0], confidence=90)
+
+
 def test_curve_is_written_as_json_and_png(tmp_path):
     logits, labels = _three_layer_logits()
-    sweep = sweep_thresholds(logits, labels, [1.0] * 3)
+    sweep = sweep_thresholds(logits, labels, [1.0] * 3, confidence=0.9, bootstrap_samples=50)
     json_path, png_path = save_curve(sweep, tmp_path, pick_threshold(sweep, 0.99))
     assert json.loads(json_path.read_text())["chosen"]["threshold"] == pytest.approx(pick_threshold(sweep, 0.99)["threshold"])
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

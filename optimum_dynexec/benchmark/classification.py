@@ -37,6 +37,7 @@ def run_benchmark(
     checkpoint,
     output_dir,
     target_accuracy: float = 0.99,
+    confidence=None,
     batch_sizes=(1, 32),
     precisions=("bf16", "f32"),
     repeats: int = 5,
@@ -75,6 +76,7 @@ def run_benchmark(
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "openvino": openvino.__version__,
         "target_accuracy": target_accuracy,
+        "confidence": confidence,
         "repeats": repeats,
         "timing_examples": timing_examples,
         "ov_threads": ov_threads,
@@ -95,6 +97,7 @@ def run_benchmark(
             collect_layer_logits(early, tokenizer, validation_texts),
             validation_targets,
             early.early_exit_config.exit_temperatures,
+            confidence=confidence,
         )
         chosen = pick_threshold(sweep, target_accuracy)
         picked = threshold if threshold is not None else (chosen["threshold"] if chosen else 0.0)
@@ -197,6 +200,7 @@ def main(argv=None):
     run.add_argument("--output", required=True)
     run.add_argument("--export-dir", default=None, help="Reuse / keep the exported OpenVINO folder here.")
     run.add_argument("--target-accuracy", type=float, default=0.99)
+    run.add_argument("--confidence", type=float, default=None, help="Pick on the bootstrap lower bound (e.g. 0.9).")
     run.add_argument("--threshold", type=float, default=None, help="Skip the pick and use this threshold.")
     run.add_argument("--batch-sizes", default="1,32")
     run.add_argument("--precisions", default="bf16,f32", help="OpenVINO INFERENCE_PRECISION_HINT values to measure.")
@@ -225,6 +229,7 @@ def main(argv=None):
         args.checkpoint,
         args.output,
         target_accuracy=args.target_accuracy,
+        confidence=args.confidence,
         batch_sizes=tuple(int(size) for size in args.batch_sizes.split(",")),
         precisions=tuple(args.precisions.split(",")),
         repeats=args.repeats,

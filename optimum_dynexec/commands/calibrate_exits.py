@@ -24,6 +24,13 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             help="Pick the fastest threshold keeping this fraction of the full model's accuracy (default 0.99).",
         )
         parser.add_argument(
+            "--confidence",
+            type=float,
+            default=None,
+            help="Require the target with this confidence (e.g. 0.9, a bootstrap lower bound over the examples), "
+            "so the pick holds on new data; default: the point estimate.",
+        )
+        parser.add_argument(
             "--save-threshold", action="store_true", help="Store the picked threshold in the model's config."
         )
         parser.add_argument("--batch-size", type=int, default=64)
@@ -46,7 +53,10 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             raise ValueError(f"Labels {unknown[:5]} are not classes of the model ({sorted(label2id)[:10]}...).")
         layer_logits = collect_layer_logits(model, tokenizer, texts, args.batch_size, args.max_length)
         sweep = sweep_thresholds(
-            layer_logits, [label2id[label] for label in labels], model.early_exit_config.exit_temperatures
+            layer_logits,
+            [label2id[label] for label in labels],
+            model.early_exit_config.exit_temperatures,
+            confidence=args.confidence,
         )
         chosen = pick_threshold(sweep, args.target_accuracy)
         paths = save_curve(sweep, args.output, chosen, title=f"Early exit, {args.split}")
@@ -54,11 +64,15 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             f"{accuracy:.3f}" for accuracy in sweep["layer_accuracy"]
         ))
         if chosen is None:
-            print(f"No threshold keeps {args.target_accuracy:.1%} of the full accuracy; keeping the current one.")
+            qualifier = f" with {args.confidence:.0%} confidence" if args.confidence else ""
+            print(f"No threshold keeps {args.target_accuracy:.1%} of the full accuracy{qualifier}; keeping the current one.")
         else:
             print(
                 f"threshold {chosen['threshold']:.3f}: accuracy {chosen['accuracy']:.4f} "
-                f"({chosen['relative_accuracy']:.1%} of full), mean exit layer {chosen['mean_exit_layer']:.2f}, "
+                f"({chosen['relative_accuracy']:.1%} of full"
+                + (f", at least {chosen['relative_accuracy_lower_bound']:.1%} with {args.confidence:.0%} confidence"
+                   if args.confidence else "")
+                + f"), mean exit layer {chosen['mean_exit_layer']:.2f}, "
                 f"layer speed-up {chosen['layer_speedup']:.2f}x"
             )
             if args.save_threshold:

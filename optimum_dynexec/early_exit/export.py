@@ -15,12 +15,15 @@ exported next to them by optimum-intel, so the folder still loads with `OVModelF
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 import torch
 from torch import nn
 
 from .config import EXITS_DIR_NAME, EarlyExitConfig
+
+if TYPE_CHECKING:  # openvino is imported where it is used, to keep `import optimum_dynexec` light
+    import openvino
 
 logger = logging.getLogger(__name__)
 
