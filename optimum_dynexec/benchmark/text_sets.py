@@ -115,7 +115,7 @@ def build_text_set(
         site_packages = site_packages or default_site_packages()
         rows = read_library_docstrings(site_packages)
         header = {"name": name, "source": f"Python docstrings ({site_packages}): first paragraph labelled by its library"}
-        describe_labels = lambda libraries: {"library_versions": _library_versions(libraries)}  # noqa: E731
+        describe_labels = _library_versions
     else:
         raise ValueError(f"Unknown text set {name!r}; choose one of {', '.join(TEXT_SETS)}.")
     return write_labelled_splits(rows, output_dir, top_labels, max_per_label, header, describe_labels)
@@ -182,13 +182,15 @@ def ensure_text_set(data_dir, name: str = "debian-sections", fetch_lists: bool =
 
 
 def _library_versions(libraries) -> dict:
+    """`{"library_versions": {library: installed version or None}}`, for the summary of the docstrings set."""
     from importlib import metadata
 
+    distributions_of = metadata.packages_distributions()  # scans every installed distribution: once
     versions = {}
     for library in libraries:
-        distributions = metadata.packages_distributions().get(library, [])
+        distributions = distributions_of.get(library, [])
         versions[library] = metadata.version(distributions[0]) if distributions else None
-    return versions
+    return {"library_versions": versions}
 
 
 def _text_hash(text: str) -> str:
