@@ -7,6 +7,7 @@ import pytest
 
 from optimum_dynexec.benchmark.text_sets import (
     build_text_set,
+    ensure_text_set,
     read_debian_package_lists,
     read_library_docstrings,
     write_labelled_splits,
@@ -130,3 +131,17 @@ def test_debian_lists_are_read_and_missing_lists_say_what_to_do(tmp_path):
         list(read_debian_package_lists(str(tmp_path / "empty")))
     with pytest.raises(ValueError, match="python-docstrings"):
         build_text_set("tweets", tmp_path / "x")
+
+
+def test_an_existing_folder_is_reused_but_never_taken_for_another_set(site_packages, tmp_path):
+    built = ensure_text_set(tmp_path / "set", "python-docstrings", site_packages=str(site_packages))
+    (tmp_path / "set" / "train.csv").write_text("text,label\nmarker,alpha\n")  # a rebuild would overwrite this
+    assert ensure_text_set(tmp_path / "set") == built
+    assert ensure_text_set(tmp_path / "set", "python-docstrings") == built
+    assert _read_split(tmp_path / "set", "train") == [("marker", "alpha")]
+    with pytest.raises(ValueError, match="already holds the 'python-docstrings' text set"):
+        ensure_text_set(tmp_path / "set", "debian-sections")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"sections": ["net"]}))  # written before sets had names
+    with pytest.raises(ValueError, match="'debian-sections' text set, not 'python-docstrings'"):
+        ensure_text_set(tmp_path / "old", "python-docstrings")

@@ -207,7 +207,9 @@ def main(argv=None):
     run.add_argument("--precisions", default="bf16,f32", help="OpenVINO INFERENCE_PRECISION_HINT values to measure.")
     run.add_argument("--repeats", type=int, default=5)
     run.add_argument("--timing-examples", type=int, default=1024)
-    run.add_argument("--text-set", choices=TEXT_SETS, default="debian-sections", help="Built into --data if absent.")
+    run.add_argument(
+        "--text-set", choices=TEXT_SETS, default=None, help="Built into --data if absent (default debian-sections)."
+    )
     run.add_argument("--fetch-lists", action="store_true")
     run.add_argument(
         "--ov-threads", type=int, default=None, help="INFERENCE_NUM_THREADS for both models (default: OpenVINO's)."

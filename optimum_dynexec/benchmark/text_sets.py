@@ -171,11 +171,23 @@ def write_labelled_splits(
     return summary
 
 
-def ensure_text_set(data_dir, name: str = "debian-sections", fetch_lists: bool = False, **options) -> dict:
-    """Build the text set into `data_dir` unless it is there (for Debian, optionally `apt-get update` first)."""
+def ensure_text_set(data_dir, name: Optional[str] = None, fetch_lists: bool = False, **options) -> dict:
+    """The summary of the text set in `data_dir`, built there first if absent (`name`, default Debian sections).
+
+    A folder that already holds another set than the `name` asked for is an error, not a silent substitute. For
+    Debian, `fetch_lists` runs `apt-get update` when the machine has no package lists.
+    """
     data_dir = Path(data_dir)
     if (data_dir / "summary.json").is_file():
-        return json.loads((data_dir / "summary.json").read_text())
+        summary = json.loads((data_dir / "summary.json").read_text())
+        held = summary.get("name", "debian-sections")  # folders written before sets had names are Debian's
+        if name is not None and name != held:
+            raise ValueError(
+                f"{data_dir} already holds the {held!r} text set, not {name!r}: pass another folder to build "
+                f"{name!r} there, or leave out --text-set to use what it holds."
+            )
+        return summary
+    name = name or "debian-sections"
     if name == "debian-sections" and fetch_lists and not glob.glob(os.path.join(APT_LISTS_DIR, "*_binary-*_Packages*")):
         subprocess.run(["apt-get", "update"], check=True)
     return build_text_set(name, data_dir, **options)
