@@ -211,6 +211,9 @@ class _BrightnessJudge:
     def frechet_distance_of_features(self, features):
         return float(np.abs(features.mean(axis=0)).sum())
 
+    def fidelity_and_features(self, images, prompts):
+        return self.prompt_fidelity(images, prompts), self.features(images)
+
 
 def test_benchmark_compares_stepsaver_with_fixed_counts_on_the_same_prompts(pipeline):
     from optimum_dynexec.benchmark.diffusion import STEPSAVER, format_table, run_benchmark

@@ -113,8 +113,10 @@ def run_benchmark(
                         steps_used[name][index] = output.num_inference_steps[0]
                     bar.update()
 
-    fidelity = {name: judge.prompt_fidelity(np.stack(images[name]), prompts) for name in configurations} if judge else {}
-    features = {name: judge.features(np.stack(images[name])) for name in configurations} if judge else {}
+    fidelity, features = {}, {}
+    if judge is not None:
+        for name in configurations:
+            fidelity[name], features[name] = judge.fidelity_and_features(np.stack(images[name]), prompts)
     rows = []
     for index, prompt in enumerate(prompts):
         reference = images[reference_name][index]

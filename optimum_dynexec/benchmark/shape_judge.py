@@ -199,10 +199,16 @@ class ShapeJudge:
     def prompt_fidelity(self, images: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """Per image, the fraction of its prompt's facts the judge reads back: the background, each named shape
         colour present, each named kind present, the exact shape count. 1.0 = everything asked for is there."""
+        return self.fidelity_and_features(images, prompts)[0]
+
+    def fidelity_and_features(self, images: np.ndarray, prompts: Sequence[str]):
+        """`(prompt_fidelity(images, prompts), features(images))` from one pass of the network."""
         if len(images) != len(prompts):
             raise ValueError(f"Got {len(images)} images for {len(prompts)} prompts; pass one prompt per image.")
         asked = [PromptFacts.of_prompt(prompt) for prompt in prompts]
-        return np.array([judge_fidelity(seen, facts) for seen, facts in zip(self.read(images), asked)])
+        features, logits = self._run(images)
+        fidelity = np.array([judge_fidelity(seen, facts) for seen, facts in zip(_read_facts(logits), asked)])
+        return fidelity, features.numpy().astype(np.float64)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return self._run(images)[0].numpy().astype(np.float64)
