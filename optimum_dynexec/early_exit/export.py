@@ -15,15 +15,13 @@ exported next to them by optimum-intel, so the folder still loads with `OVModelF
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional, Union
+from typing import Dict, Optional, Union
 
+import openvino
 import torch
 from torch import nn
 
 from .config import EXITS_DIR_NAME, EarlyExitConfig
-
-if TYPE_CHECKING:  # openvino is imported where it is used, to keep `import optimum_dynexec` light
-    import openvino
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +63,8 @@ class FirstLayerSegment(LayerSegment):
         return self._layer_and_exit(self.encoder.embed(input_ids, token_type_ids), attention_mask)
 
 
-def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, "openvino.Model"]:
+def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, openvino.Model]:
     """Trace every segment of `encoder` + `exit_heads` to an `openvino.Model` with dynamic batch/sequence axes."""
-    import openvino
 
     hidden_size = encoder.hidden_size
     # Small ids exist in every vocabulary; the values only steer tracing, the shapes are made dynamic below.
@@ -90,11 +87,11 @@ def convert_segments(encoder, exit_heads: nn.ModuleList) -> Dict[str, "openvino.
                 example = {"hidden_states": example_hidden, "attention_mask": example_mask}
                 shapes = {"hidden_states": [-1, -1, hidden_size], "attention_mask": [-1, -1]}
             output_names = ["logits"] if is_last else ["hidden_states", "logits"]
-            segments[layer_segment_name(index + 1)] = _convert(openvino, segment, example, shapes, output_names)
+            segments[layer_segment_name(index + 1)] = _convert(segment, example, shapes, output_names)
     return segments
 
 
-def _convert(openvino, module, example_inputs: dict, dynamic_shapes: dict, output_names):
+def _convert(module, example_inputs: dict, dynamic_shapes: dict, output_names):
     module.eval()
     ov_model = openvino.convert_model(
         module,
@@ -108,7 +105,7 @@ def _convert(openvino, module, example_inputs: dict, dynamic_shapes: dict, outpu
     return ov_model
 
 
-def quantize_segments(segments: Dict[str, "openvino.Model"], quantization_config) -> Dict[str, "openvino.Model"]:
+def quantize_segments(segments: Dict[str, openvino.Model], quantization_config) -> Dict[str, openvino.Model]:
     """Apply an optimum-intel weight-only quantization config (or `{"bits": 8}`-style dict) to every segment."""
     from optimum.intel import OVWeightQuantizationConfig
     from optimum.intel.openvino.quantization import _weight_only_quantization
@@ -169,9 +166,8 @@ def export_early_exit(
     return Path(output)
 
 
-def save_segments(segments: Dict[str, "openvino.Model"], directory: Union[str, Path]) -> None:
+def save_segments(segments: Dict[str, openvino.Model], directory: Union[str, Path]) -> None:
     """Write `exits/<name>.xml/.bin` into `directory` through a staging folder (no half-written `exits/`)."""
-    import openvino
 
     directory = Path(directory)
     staging = directory / f".{EXITS_DIR_NAME}.partial"
@@ -185,8 +181,7 @@ def save_segments(segments: Dict[str, "openvino.Model"], directory: Union[str, P
     staging.rename(final)
 
 
-def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[str, "openvino.Model"]:
-    import openvino
+def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[str, openvino.Model]:
 
     exits_dir = Path(directory) / EXITS_DIR_NAME
     core = openvino.Core()
@@ -203,7 +198,6 @@ def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[
 
 
 def _quantize_full_model(folder: Path, quantization_config) -> None:
-    import openvino
     from optimum.intel.openvino.quantization import _weight_only_quantization
 
     path = folder / "openvino_model.xml"
