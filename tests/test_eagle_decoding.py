@@ -116,6 +116,47 @@ def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
     assert stats.mean_accepted_length > 2.0
 
 
+def test_chain_drafts_are_the_heads_own_greedy_rollout(llama, tmp_path):
+    """A chain drafts, level by level, the argmax token of the head fed its own predicted feature: the rollout
+    written out by hand in torch (a position or feature off by one level drafts other tokens; greedy identity
+    would not notice, only acceptance would drop)."""
+    target_dir = llama[0]
+    head = write_published_head(AutoConfig.from_pretrained(target_dir), tmp_path / "head", seed=1)
+    model = load_speculative(target_dir, export=True, eagle_head=tmp_path / "head", eagle_quantization_config=False)
+    model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
+    speculator = EagleSpeculator(*model.eagle._compiled, TreeSettings.chain(5))
+    prompt = random_prompt(3, 12)[0].numpy()
+    speculator.target.reset()
+    speculator.head.reset()
+    speculator.target.run(_rows(input_ids=prompt, position_ids=np.arange(12)))
+    features = speculator.target.outputs("hidden_states").copy()
+    root = int(speculator.target.outputs("logits")[-1].argmax())
+    pair_tokens = np.concatenate([prompt[1:], [root]])
+    positions = []
+    run = speculator.head.run
+    speculator.head.run = lambda inputs, *args, **kwargs: (positions.append(inputs["position_ids"][0].tolist()),
+                                                          run(inputs, *args, **kwargs))[1]
+    drafted = speculator._draft(pair_tokens, features, 13)
+    # Pair i (feature of token i, token i + 1) sits at position i; the chain's levels continue from there.
+    assert positions == [list(range(12)), [12], [13], [14], [15]]
+    last_feature = speculator.head.outputs("hidden_states")[-1].copy()  # of the last level's call
+    assert speculator.head.length == 12  # the drafts are rolled back; the head keeps the pairs only
+
+    torch_target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    embeddings, lm_head = torch_target.get_input_embeddings().weight, torch_target.get_output_embeddings().weight
+    tokens, rollout_features, expected = list(pair_tokens), torch.from_numpy(features), []
+    with torch.no_grad():
+        for _ in range(5):
+            hidden, logits = head.reference_forward(embeddings[tokens][None], rollout_features[None], lm_head)
+            expected.append(int(logits[0, -1].argmax()))
+            tokens.append(expected[-1])
+            rollout_features = torch.cat([rollout_features, hidden[0, -1:]])
+    assert drafted.tokens.tolist() == expected
+    assert drafted.parents.tolist() == [-1, 0, 1, 2, 3]
+    # The CPU plugin keeps the head's KV cache at reduced precision: ~2e-3 from the f32 reference.
+    np.testing.assert_allclose(last_feature, hidden[0, -1].numpy(), atol=1e-2)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A 16-token-vocabulary target with moderately spread logits (distributions worth testing) and a head."""

@@ -335,3 +335,34 @@ def test_training_resumes_from_its_checkpoint_and_features(text_target, tmp_path
     assert len(steps_done) == summary["steps"] - 2  # resumed after the checkpoint at step 2
     assert not (tmp_path / "head" / training.WORK_FOLDER).exists()
     assert (tmp_path / "head" / "model.safetensors").is_file()
+
+
+def test_self_distillation_ends_every_window_with_the_targets_greedy_continuation(text_target, tmp_path):
+    target_dir, _, text_file = text_target
+    model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    windows = _held_out_windows(target_dir, text_file)[:6]
+    generated = 12
+    store = FeatureStore(tmp_path / "distilled", windows, model.config.hidden_size, generated_tokens=generated)
+    generate_features(model, store, batch_size=4, bf16_autocast=False, progress=False, generated_tokens=generated)
+
+    tokens = np.asarray(store.tokens)
+    np.testing.assert_array_equal(tokens[:, :-generated], windows[:, :-generated])
+    assert (tokens[:, -generated:] != windows[:, -generated:]).any()  # the corpus text was really replaced
+    with torch.no_grad():  # the reference: argmax of a full forward pass at every step, no cache
+        for row in range(len(windows)):
+            sequence = torch.from_numpy(windows[row, :-generated])
+            for _ in range(generated):
+                sequence = torch.cat([sequence, model(input_ids=sequence[None]).logits[0, -1].argmax()[None]])
+            np.testing.assert_array_equal(tokens[row], sequence.numpy())
+        hidden = model.get_decoder()(input_ids=torch.from_numpy(tokens)).last_hidden_state.numpy()
+    np.testing.assert_allclose(np.asarray(store.features, dtype=np.float32), hidden, atol=2e-2, rtol=1e-2)
+
+    # A store prepared without self-distillation is not reused for it (its tokens would be corpus text).
+    plain = FeatureStore(tmp_path / "plain", windows, model.config.hidden_size)
+    plain.mark_done(len(windows))
+    assert FeatureStore(tmp_path / "plain", windows, model.config.hidden_size, generated_tokens=generated).done == 0
+
+
+def test_self_distillation_needs_a_prefix_to_continue():
+    with pytest.raises(ValueError, match="generated_tokens"):
+        EagleTrainingArguments(sequence_length=64, generated_tokens=64)

@@ -31,6 +31,11 @@ class TrainEagleCommand(BaseOptimumCLICommand):
         parser.add_argument("--feature-weight", type=float, default=1.0, help="Weight of the feature regression.")
         parser.add_argument("--token-weight", type=float, default=0.1, help="Weight of the token cross-entropy.")
         parser.add_argument("--feature-noise", type=float, default=0.2)
+        parser.add_argument(
+            "--generated-tokens", type=int, default=0,
+            help="Self-distillation: replace the last N tokens of every window by the target's own greedy "
+            "continuation of the rest, so the head learns what the target writes (default 0: corpus text only).",
+        )
         parser.add_argument("--checkpoint-steps", type=int, default=100)
         parser.add_argument("--no-bf16", action="store_true", help="Train and encode in float32 (slower on CPUs).")
         parser.add_argument("--seed", type=int, default=0)
@@ -61,6 +66,7 @@ class TrainEagleCommand(BaseOptimumCLICommand):
             token_weight=args.token_weight,
             feature_noise=args.feature_noise,
             checkpoint_steps=args.checkpoint_steps,
+            generated_tokens=args.generated_tokens,
             bf16_autocast=not args.no_bf16,
             seed=args.seed,
         )

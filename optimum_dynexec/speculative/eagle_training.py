@@ -9,6 +9,12 @@ As in the EAGLE paper (arXiv 2401.15077, section 4): the head reads the target's
 with uniform noise added to the input features, so the head tolerates its own (imperfect) predicted features
 when it drafts several tokens ahead. The target is frozen; only `fc` and the decoder layer learn.
 
+Self-distillation (`generated_tokens > 0`): the end of every window is replaced by the target's own greedy
+continuation of the window's beginning. At generation time the head drafts what the target is about to write, not
+what a human wrote, and a small target's continuation is much more predictable than the corpus (it repeats
+itself, follows its own habits); Medusa-2 (arXiv 2401.10774) trains its heads on the model's own generations for
+the same reason.
+
 Both phases are resumable: features are written window by window into a float16 memory map under
 `<output>/.eagle-work/` (with a count of finished windows), and training saves a checkpoint (head, optimizer,
 step) every `checkpoint_steps`; running the same command again continues where it stopped. The finished head is
@@ -42,7 +48,9 @@ class EagleTrainingArguments:
     """How to generate features and train the head (defaults suit a ~30M target on a 2-core CPU).
 
     `max_windows` caps the number of `sequence_length`-token windows of text the target encodes; `epochs` passes
-    are made over them. `feature_weight` / `token_weight` weigh the regression and cross-entropy terms (the paper
+    are made over them. `generated_tokens` > 0 self-distils: the last `generated_tokens` tokens of each window are
+    the target's greedy continuation of the rest (generated in float32, `generation_batch_size` windows at a time)
+    instead of corpus text. `feature_weight` / `token_weight` weigh the regression and cross-entropy terms (the paper
     uses 1.0 / 0.1); `feature_noise` is the width of the uniform noise added to input features (the paper: 0.2).
     """
 
@@ -60,6 +68,13 @@ class EagleTrainingArguments:
     validation_windows: int = 16
     bf16_autocast: bool = True
     seed: int = 0
+    generated_tokens: int = 0
+    generation_batch_size: int = 64
+
+    def __post_init__(self):
+        if not 0 <= self.generated_tokens < self.sequence_length:
+            raise ValueError(f"`generated_tokens` must be in [0, sequence_length={self.sequence_length}), got "
+                             f"{self.generated_tokens}: the target needs a prefix of the window to continue.")
 
 
 def load_training_texts(dataset: Union[str, Path], split: str = "train", text_column: str = "text") -> List[str]:
@@ -123,12 +138,12 @@ def _token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Op
 class FeatureStore:
     """The target's features for each training window, in float16 memory maps, filled resumably."""
 
-    def __init__(self, folder: Path, windows: np.ndarray, hidden_size: int):
+    def __init__(self, folder: Path, windows: np.ndarray, hidden_size: int, generated_tokens: int = 0):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         count, length = windows.shape
         meta_path = folder / "features.json"
-        meta = {"windows": count, "length": length, "hidden_size": hidden_size,
+        meta = {"windows": count, "length": length, "hidden_size": hidden_size, "generated_tokens": generated_tokens,
                 "tokens_checksum": int(windows[:, :8].sum() % 1_000_000_007)}
         previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
         fresh = previous is None or {k: previous.get(k) for k in meta} != meta
@@ -153,20 +168,44 @@ class FeatureStore:
 
 
 @torch.no_grad()
-def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocast: bool, progress: bool) -> None:
-    """Run the target over every window not done yet and store its last hidden state (after the final norm)."""
+def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocast: bool, progress: bool,
+                      generated_tokens: int = 0) -> None:
+    """Run the target over every window not done yet and store its last hidden state (after the final norm).
+
+    With `generated_tokens`, each window's last `generated_tokens` tokens are first replaced by the target's greedy
+    continuation of the window's beginning (written back to `store.tokens`, so a resumed run keeps them)."""
     decoder = target.get_decoder()
     total = len(store.tokens)
-    bar = tqdm(total=total, initial=store.done, desc="target features", unit="window", disable=not progress)
+    description = "target continuations + features" if generated_tokens else "target features"
+    bar = tqdm(total=total, initial=store.done, desc=description, unit="window", disable=not progress)
     while store.done < total:
         end = min(store.done + batch_size, total)
         ids = torch.from_numpy(np.asarray(store.tokens[store.done : end]))
+        if generated_tokens:
+            ids = greedy_continuation(target, ids[:, :-generated_tokens], generated_tokens)
+            store.tokens[store.done : end] = ids.numpy()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast):
             hidden = decoder(input_ids=ids).last_hidden_state
         store.features[store.done : end] = hidden.float().numpy().astype(np.float16)
         bar.update(end - store.done)
         store.mark_done(end)
     bar.close()
+
+
+def greedy_continuation(target, prefixes: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """`prefixes` (`[b, n]`, equal lengths) followed by the target's `new_tokens` greedy tokens each, `[b, n + new]`.
+
+    End-of-sequence tokens are kept and decoding goes on past them, as in a benchmark that ignores EOS; a hand-rolled
+    loop over the KV cache, because `generate()` would stop or pad there."""
+    output = torch.empty(prefixes.shape[0], prefixes.shape[1] + new_tokens, dtype=torch.long)
+    output[:, : prefixes.shape[1]] = prefixes
+    result = target(input_ids=prefixes, use_cache=True)
+    for step in range(new_tokens):
+        token = result.logits[:, -1].argmax(-1)
+        output[:, prefixes.shape[1] + step] = token
+        if step + 1 < new_tokens:
+            result = target(input_ids=token[:, None], past_key_values=result.past_key_values, use_cache=True)
+    return output
 
 
 def _causal_mask(length: int) -> torch.Tensor:
@@ -230,8 +269,10 @@ def train_eagle_head(
 
     windows = _token_windows(tokenizer, texts, arguments.sequence_length + 1, arguments.max_windows, arguments.seed)
     validation_count = min(arguments.validation_windows, max(1, len(windows) // 10))
-    store = FeatureStore(work, windows, config.hidden_size)
-    generate_features(target, store, arguments.batch_size, arguments.bf16_autocast, progress)
+    store = FeatureStore(work, windows, config.hidden_size, arguments.generated_tokens)
+    generate_features(target, store,
+                      arguments.generation_batch_size if arguments.generated_tokens else arguments.batch_size,
+                      arguments.bf16_autocast, progress, arguments.generated_tokens)
     training_ids = np.arange(validation_count, len(windows))
     validation_ids = np.arange(validation_count)
 
