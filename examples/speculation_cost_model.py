@@ -49,7 +49,7 @@ def main():
     from optimum_dynexec.fixtures.causal_lm import build_causal_lm_fixture
     from optimum_dynexec.speculative.eagle import EagleHead, eagle_config_from_target, export_eagle_head
     from optimum_dynexec.speculative.eagle import target_with_features
-    from optimum_dynexec.speculative.eagle_model import compress_weights
+    from optimum_dynexec.weight_compression import compress_weights
     from optimum_dynexec.speculative.eagle_decoding import _rows
     from optimum_dynexec.speculative.kv_cache import DecoderSession, TreeDecoderSession
     from optimum_dynexec.speculative.modeling import EAGLE_HEAD_DEFAULT_COMPRESSION, EXACT_PRECISION_CONFIG

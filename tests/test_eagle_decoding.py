@@ -18,6 +18,7 @@ from optimum_dynexec.speculative.eagle_decoding import EagleSpeculator, TreeSett
 from optimum_dynexec.speculative.kv_cache import TreeDecoderSession
 from optimum_dynexec.speculative.sampling import SamplingSettings
 from optimum_dynexec.speculative.tree import DraftTree
+from optimum_dynexec.weight_compression import weight_compression_config
 
 TREES = [TreeSettings(depth=6, top_k=4, total_tokens=12), TreeSettings(), TreeSettings(depth=3, top_k=6, total_tokens=16)]
 
@@ -267,8 +268,16 @@ def test_head_weights_are_8bit_unless_asked_otherwise(llama, monkeypatch):
     modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, {"bits": 4, "group_size": 16})
     modeling._load_eagle(target_dir, head_dir, None, {})
     modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, False)
-    assert received == [{"bits": 8}, {"bits": 4, "sym": True}, {"bits": 4, "group_size": 16},
-                        modeling.EAGLE_HEAD_DEFAULT_COMPRESSION, False]
+    expected = [{"bits": 8}, {"bits": 4, "sym": True}, {"bits": 4, "group_size": 16},
+                modeling.EAGLE_HEAD_DEFAULT_COMPRESSION]
+    assert [config.to_dict() for config in received[:4]] == [weight_compression_config(c).to_dict() for c in expected]
+    assert received[4] is False
+    # A config that is not weight-only compression is refused before the head is exported, naming its argument.
+    with pytest.raises(TypeError, match="`eagle_quantization_config` must be an `OVWeightQuantizationConfig`"):
+        modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, "int8")
+    with pytest.raises(TypeError, match="`quantization_config` must be an `OVWeightQuantizationConfig`"):
+        modeling._load_eagle(target_dir, head_dir, None, {"quantization_config": "int8"})
+    assert len(received) == 5
 
 
 def test_errors_name_the_argument(llama, tmp_path, tiny_models):

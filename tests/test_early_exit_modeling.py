@@ -125,6 +125,8 @@ def test_load_in_8bit_compresses_every_segment(folder):
     for name, segment in model.exit_segments.items():
         weight_types = {op.get_output_element_type(0).get_type_name() for op in segment.get_ops() if op.get_type_name() == "Constant"}
         assert weight_types & {"i8", "u8"}, name
+    with pytest.raises(TypeError, match="`quantization_config` must be an `OVWeightQuantizationConfig`"):
+        OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), quantization_config="int8")
 
 
 @pytest.mark.parametrize("family", [family for family in FAMILIES if family != "bert"])

@@ -21,6 +21,7 @@ import openvino
 import torch
 from torch import nn
 
+from ..weight_compression import compress_weights, weight_compression_config
 from .config import EXITS_DIR_NAME, EarlyExitConfig
 
 logger = logging.getLogger(__name__)
@@ -107,17 +108,8 @@ def _convert(module, example_inputs: dict, dynamic_shapes: dict, output_names):
 
 def quantize_segments(segments: Dict[str, openvino.Model], quantization_config) -> Dict[str, openvino.Model]:
     """Apply an optimum-intel weight-only quantization config (or `{"bits": 8}`-style dict) to every segment."""
-    from optimum.intel import OVWeightQuantizationConfig
-    from optimum.intel.openvino.quantization import _weight_only_quantization
-
-    if isinstance(quantization_config, dict):
-        quantization_config = OVWeightQuantizationConfig.from_dict(quantization_config)
-    if not isinstance(quantization_config, OVWeightQuantizationConfig):
-        raise ValueError(
-            "Early-exit segments support weight-only quantization: pass `load_in_8bit=True` or "
-            f"`quantization_config=OVWeightQuantizationConfig(...)`, not {type(quantization_config).__name__}."
-        )
-    return {name: _weight_only_quantization(model, quantization_config) for name, model in segments.items()}
+    quantization_config = weight_compression_config(quantization_config)
+    return {name: compress_weights(model, quantization_config) for name, model in segments.items()}
 
 
 def export_early_exit(
@@ -198,10 +190,8 @@ def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[
 
 
 def _quantize_full_model(folder: Path, quantization_config) -> None:
-    from optimum.intel.openvino.quantization import _weight_only_quantization
-
     path = folder / "openvino_model.xml"
-    full_model = _weight_only_quantization(openvino.Core().read_model(str(path)), quantization_config)
+    full_model = compress_weights(openvino.Core().read_model(str(path)), quantization_config)
     staging = folder / ".openvino_model.quantized.xml"
     openvino.save_model(full_model, str(staging), compress_to_fp16=False)
     del full_model

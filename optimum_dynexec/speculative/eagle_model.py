@@ -19,6 +19,7 @@ from typing import Optional, Union
 import openvino as ov
 
 from ..fixtures.cache import atomic_directory
+from ..weight_compression import compress_weights
 
 from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, load_eagle_head, \
     target_with_features
@@ -125,21 +126,6 @@ class OVEagle:
             self._speculator = EagleSpeculator(*self._compiled, tree)
         self._speculator.settings = tree
         return self._speculator
-
-
-def compress_weights(model: ov.Model, quantization_config) -> ov.Model:
-    """Weight-only compression with optimum-intel's own routine (`OVWeightQuantizationConfig` or its dict)."""
-    from optimum.intel import OVWeightQuantizationConfig
-    from optimum.intel.openvino.quantization import _weight_only_quantization
-
-    if isinstance(quantization_config, dict):
-        quantization_config = OVWeightQuantizationConfig.from_dict(quantization_config)
-    if not isinstance(quantization_config, OVWeightQuantizationConfig):
-        raise TypeError(
-            "`quantization_config` must be an `OVWeightQuantizationConfig` (or its dict) to apply to the EAGLE head, "
-            f"got {type(quantization_config).__name__}."
-        )
-    return _weight_only_quantization(model, quantization_config)
 
 
 def has_transformers_weights(folder: Union[str, Path]) -> bool:

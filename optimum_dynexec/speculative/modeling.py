@@ -22,6 +22,7 @@ from transformers import GenerationConfig, StoppingCriteriaList
 from transformers.generation.stopping_criteria import MaxTimeCriteria, StopStringCriteria
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from ..weight_compression import weight_compression_config
 from .decoding import ChainSpeculator, DecodingStats
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
 from .eagle_decoding import TreeSettings
@@ -465,13 +466,15 @@ def _load_eagle(model_id, eagle_head, eagle_tree, kwargs, eagle_quantization_con
             "with `export=True`, or a folder "
             "written by `save_pretrained` that already contains `eagle/`."
         )
-    quantization_config = eagle_quantization_config
+    quantization_config, argument = eagle_quantization_config, "eagle_quantization_config"
     if quantization_config is None:
-        quantization_config = kwargs.get("quantization_config")
+        quantization_config, argument = kwargs.get("quantization_config"), "quantization_config"
     if quantization_config is None and kwargs.get("load_in_8bit"):
         quantization_config = {"bits": 8}
     if quantization_config is None:
         quantization_config = EAGLE_HEAD_DEFAULT_COMPRESSION
+    if quantization_config is not False:  # checked before the (slow) export of the head
+        quantization_config = weight_compression_config(quantization_config, argument)
     return OVEagle.export(model_id, eagle_head, quantization_config, tree,
                           trust_remote_code=kwargs.get("trust_remote_code", False))
 
