@@ -32,6 +32,9 @@ def main():
     parser.add_argument("--trees", default="chain:5,6x4:12,6x6:16,7x8:24",
                         help="EAGLE modes: `chain:D` or `DxK:N` (depth x top_k : total_tokens), comma-separated.")
     parser.add_argument("--no-draft", action="store_true", help="Skip draft-model speculation.")
+    parser.add_argument("--draft", default=None,
+                        help="Draft model folder(s), comma-separated, instead of the fixture's draft (e.g. one from "
+                        "examples/self_distil_draft.py); each is timed as its own mode.")
     parser.add_argument("--output", default="eagle_benchmark.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,16 +75,18 @@ def main():
 
     modes["plain (optimum generate)"] = plain_generate
     modes["plain (lean loop)"] = plain_lean
-    if not args.no_draft:
+    drafts = [] if args.no_draft else (args.draft.split(",") if args.draft else [str(fixture.draft_dir)])
+    for draft_dir in drafts:
         drafted = OVSpeculativeModelForCausalLM.from_pretrained(fixture.target_dir, export=True, ov_config=ov_config,
-                                                                draft_model=fixture.draft_dir)
+                                                                draft_model=draft_dir)
 
-        def draft_mode(prompt):
+        def draft_mode(prompt, drafted=drafted):
             output = drafted.generate(prompt, attention_mask=torch.ones_like(prompt),
                                       max_new_tokens=args.max_new_tokens, do_sample=False)
             return output[0, prompt.shape[1]:].tolist(), drafted.last_decoding_stats
 
-        modes["draft model (heuristic)"] = draft_mode
+        label = "" if not args.draft else f" ({Path(draft_dir).name})"
+        modes[f"draft model (heuristic){label}"] = draft_mode
     for head_name, eagle in eagles.items():
         for spec in args.trees.split(","):
             if spec.startswith("chain:"):
