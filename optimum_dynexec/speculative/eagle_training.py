@@ -192,6 +192,7 @@ def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocas
     bar.close()
 
 
+@torch.no_grad()
 def greedy_continuation(target, prefixes: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """`prefixes` (`[b, n]`, equal lengths) followed by the target's `new_tokens` greedy tokens each, `[b, n + new]`.
 
