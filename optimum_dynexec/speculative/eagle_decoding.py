@@ -131,8 +131,16 @@ class EagleSpeculator:
         committed = head.length
         if settings.top_k == 1:
             tree = self._draft_chain(min(settings.depth, settings.total_tokens), length)
-            head.rollback(committed)
-            return tree
+        else:
+            tree = self._draft_tree(length, committed, rows)
+        head.rollback(committed)
+        return tree
+
+    def _draft_tree(self, length: int, committed: int, rows: int) -> DraftTree:
+        """EAGLE-2's tree search from the head's last call: expand the `top_k` best nodes of each level, re-rank.
+
+        Every call runs `rows` rows; each new node sees the first `committed` cache entries and its ancestors."""
+        settings, head = self.settings, self.head
         root_log_probs = log_softmax(head.outputs("logits")[-1:])
         parent_features = head.outputs("hidden_states")[-1:].copy()
 
@@ -168,9 +176,7 @@ class EagleSpeculator:
             frontier = candidates.best(children, settings.top_k)
             # A child's parent is frontier row (child index // top_k) of this call.
             frontier_parent_rows = (frontier - children[0]) // min(settings.top_k, log_probs.shape[-1])
-        head.rollback(committed)
         return candidates.select(settings.total_tokens)
-
 
     def _draft_chain(self, depth: int, length: int) -> DraftTree:
         """The tree with one child per level, drafted from the head's last call: the argmax token at each level.
