@@ -43,7 +43,7 @@ def main():
 
     from optimum_dynexec.fixtures import corpus
     from optimum_dynexec.fixtures.causal_lm import build_causal_lm_fixture, evaluation_prompts
-    from optimum_dynexec.speculative.eagle_training import greedy_continuation
+    from optimum_dynexec.speculative.eagle_training import cosine_learning_rate, greedy_continuation
 
     started = time.time()
     fixture = build_causal_lm_fixture(args.size)
@@ -93,11 +93,8 @@ def main():
     steps = int(args.epochs * len(windows) / args.batch_size)
     bar = tqdm(range(steps), desc="self-distilling the draft", unit="step")
     for step in bar:
-        for group in optimizer.param_groups:  # linear warm-up over 5%, then cosine to 5% of the peak
-            warmup = max(1, steps // 20)
-            progress = max(0.0, (step - warmup) / max(1, steps - warmup))
-            group["lr"] = args.learning_rate * (min(1.0, (step + 1) / warmup) if step < warmup else
-                                                0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+        for group in optimizer.param_groups:  # warm-up over 5% of the steps
+            group["lr"] = cosine_learning_rate(step, steps, args.learning_rate, max(1, steps // 20))
         batch = windows[rng.integers(0, len(windows), args.batch_size)]
         inputs, labels = batch[:, :-1], batch[:, 1:]
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -237,7 +237,8 @@ def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, no
     return feature_weight * feature_loss + token_weight * token_loss, feature_loss, token_loss, accuracy
 
 
-def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+def cosine_learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 5% of `peak` at `steps`."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
@@ -304,7 +305,7 @@ def train_eagle_head(
         tokens = torch.from_numpy(np.asarray(store.tokens[batch_ids]))
         features = torch.from_numpy(np.asarray(store.features[batch_ids], dtype=np.float32))
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, steps, arguments.learning_rate, arguments.warmup_steps)
+            group["lr"] = cosine_learning_rate(step, steps, arguments.learning_rate, arguments.warmup_steps)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arguments.bf16_autocast):
             loss, feature_loss, token_loss, accuracy = eagle_loss(
                 head, tokens, features, arguments.feature_noise, arguments.feature_weight, arguments.token_weight
