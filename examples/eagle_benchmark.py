@@ -33,8 +33,12 @@ def main():
                         help="EAGLE modes: `chain:D` or `DxK:N` (depth x top_k : total_tokens), comma-separated.")
     parser.add_argument("--no-draft", action="store_true", help="Skip draft-model speculation.")
     parser.add_argument("--draft", default=None,
-                        help="Draft model folder(s), comma-separated, instead of the fixture's draft (e.g. one from "
-                        "examples/self_distil_draft.py); each is timed as its own mode.")
+                        help="Draft model folder(s), comma-separated, instead of the fixture's draft (the "
+                        "self-distilled one for the benchmark size; e.g. its `corpus_draft_dir`); each is timed as "
+                        "its own mode.")
+    parser.add_argument("--weight-format", choices=("fp32", "int8"), default="fp32",
+                        help="int8: NNCF 8-bit weights for the target (plain and speculative alike: the same IR), the "
+                        "head and the draft.")
     parser.add_argument("--output", default="eagle_benchmark.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,12 +57,14 @@ def main():
     prompts = [tokenizer(text, return_tensors="pt").input_ids
                for text in evaluation_prompts(fixture, "completion", args.prompts, seed=0)]
     ov_config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(args.threads), "NUM_STREAMS": "1"}
+    # The same 8-bit compression of the same weights gives the same IR for plain and speculative models.
+    quantization = {"quantization_config": {"bits": 8}} if args.weight_format == "int8" else {}
 
     plain = OVModelForCausalLM.from_pretrained(fixture.target_dir, export=True,
-                                               ov_config={**EXACT_PRECISION_CONFIG, **ov_config})
+                                               ov_config={**EXACT_PRECISION_CONFIG, **ov_config}, **quantization)
     heads = args.head.split(",")
     eagles = {Path(head).name: OVSpeculativeModelForCausalLM.from_pretrained(
-        fixture.target_dir, export=True, ov_config=ov_config, eagle_head=head) for head in heads}
+        fixture.target_dir, export=True, ov_config=ov_config, eagle_head=head, **quantization) for head in heads}
     modes = {}
     plain_session = DecoderSession.for_model(plain)
 
@@ -78,14 +84,15 @@ def main():
     drafts = [] if args.no_draft else (args.draft.split(",") if args.draft else [str(fixture.draft_dir)])
     for draft_dir in drafts:
         drafted = OVSpeculativeModelForCausalLM.from_pretrained(fixture.target_dir, export=True, ov_config=ov_config,
-                                                                draft_model=draft_dir)
+                                                                draft_model=draft_dir, **quantization)
 
         def draft_mode(prompt, drafted=drafted):
             output = drafted.generate(prompt, attention_mask=torch.ones_like(prompt),
                                       max_new_tokens=args.max_new_tokens, do_sample=False)
             return output[0, prompt.shape[1]:].tolist(), drafted.last_decoding_stats
 
-        label = "" if not args.draft else f" ({Path(draft_dir).name})"
+        # The fixture's drafts are all called `draft`: name them by their folder's parent too.
+        label = "" if not args.draft else f" ({Path(draft_dir).parent.name}/{Path(draft_dir).name})"
         modes[f"draft model (heuristic){label}"] = draft_mode
     for head_name, eagle in eagles.items():
         for spec in args.trees.split(","):
@@ -170,6 +177,7 @@ def main():
     Path(args.output).write_text(json.dumps({
         "fixture": str(fixture.path), "head": args.head, "prompts": args.prompts,
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "threads": args.threads,
+        "weight_format": args.weight_format,
         "load_average": list(__import__("os").getloadavg()), "prefill_seconds": [round(t, 3) for t in prefill_seconds],
         "results": rows,
     }, indent=2) + "\n")

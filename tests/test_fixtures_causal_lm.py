@@ -3,6 +3,7 @@
 import ast
 import json
 
+import numpy as np
 import pytest
 
 from optimum_dynexec.fixtures import causal_lm, corpus
@@ -109,7 +110,7 @@ def test_tiny_build_gives_loadable_folders_with_a_shared_tokenizer(tiny_fixture)
     assert target_tokenizer.decode(target_tokenizer.encode(code, add_special_tokens=False)) == code
 
     quality = json.loads((fixture.path / "quality.json").read_text())
-    assert quality == fixture.quality
+    assert {**quality, "self_distilled_draft": fixture.quality["self_distilled_draft"]} == fixture.quality
     assert 0.0 <= quality["greedy_agreement"] <= 1.0
     assert quality["target_parameters"] == sum(p.numel() for p in target.parameters())
 
@@ -122,6 +123,76 @@ def test_second_call_is_a_cache_hit(tiny_fixture):
     assert second.from_cache
     assert second.path == first.path
     assert weights.stat().st_mtime_ns == modified
+
+
+def test_the_draft_is_self_distilled_in_its_own_cache_entry(tiny_fixture):
+    from safetensors.numpy import load_file
+
+    _, fixture = tiny_fixture
+    stage = causal_lm.DRAFT_SELF_DISTILLATION["test"]
+    assert fixture.corpus_draft_dir == fixture.path / "draft"
+    assert fixture.draft_dir.parent.name == f"{fixture.path.name}-self-distilled-draft-{causal_lm.self_distillation_key(stage)}"
+    summary = json.loads((fixture.draft_dir.parent / causal_lm.SELF_DISTILLATION_FILE).read_text())
+    assert fixture.quality["self_distilled_draft"] == summary
+    assert summary["pair"] == fixture.path.name and summary["stage"]["windows"] == stage.windows
+    before = load_file(fixture.corpus_draft_dir / "model.safetensors")
+    after = load_file(fixture.draft_dir / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not (before[name] == after[name]).all() for name in before), "the stage did not train the draft"
+
+
+def test_the_draft_trains_on_the_targets_greedy_continuations(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from optimum_dynexec.speculative.self_distillation import greedy_continuation
+
+    stage = causal_lm.DRAFT_SELF_DISTILLATION["test"]
+    seen = []
+    train = causal_lm._train
+
+    def recording_train(model, teacher, next_batch, recipe, steps, learning_rate, progress, name):
+        def recorded():
+            batch = next_batch()
+            if name == "draft on the target's text":  # the stage, not the pair's own training
+                seen.append(np.asarray(batch).copy())
+            return batch
+        return train(model, teacher, recorded, recipe, steps, learning_rate, progress, name)
+
+    monkeypatch.setattr(causal_lm, "_train", recording_train)
+    fixture = causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=tmp_path)
+    target = AutoModelForCausalLM.from_pretrained(fixture.target_dir).eval()
+    windows = np.concatenate(seen)
+    assert windows.shape == (len(windows), stage.prefix_tokens + stage.generated_tokens) and len(windows) >= stage.windows
+    prefixes = torch.from_numpy(windows[:, : stage.prefix_tokens].astype(np.int64))
+    expected = greedy_continuation(target, prefixes, stage.generated_tokens).numpy()
+    np.testing.assert_array_equal(windows, expected)
+
+
+def test_a_new_stage_recipe_retrains_the_draft_but_not_the_pair(tiny_fixture, monkeypatch):
+    cache_dir, first = tiny_fixture
+    target_weights = first.target_dir / "model.safetensors"
+    modified = target_weights.stat().st_mtime_ns
+    stage = causal_lm.DRAFT_SELF_DISTILLATION["test"]
+    changed = causal_lm.dataclasses.replace(stage, epochs=stage.epochs * 2)
+    monkeypatch.setitem(causal_lm.DRAFT_SELF_DISTILLATION, "test", changed)
+    second = causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=cache_dir)
+    assert not second.from_cache
+    assert second.path == first.path and target_weights.stat().st_mtime_ns == modified
+    assert second.draft_dir != first.draft_dir and first.draft_dir.is_dir()
+    assert second.quality["self_distilled_draft"]["training_steps"] == 2 * first.quality["self_distilled_draft"]["training_steps"]
+
+
+def test_the_benchmark_export_is_keyed_by_the_draft(tmp_path):
+    from optimum_dynexec.benchmark.generation import exported_fixture
+
+    stage_entry = tmp_path / "pair-self-distilled-draft-abc"
+    (stage_entry / "openvino-fp32").mkdir(parents=True)
+    (stage_entry / "openvino-fp32" / "dynexec_config.json").write_text("{}")
+    fixture = causal_lm.CausalLMFixture(path=tmp_path / "pair", size="test", target_dir=tmp_path / "pair" / "target",
+                                        draft_dir=stage_entry / "draft", tokenizer_dir=tmp_path / "pair" / "tokenizer",
+                                        quality={}, corpus_draft_dir=tmp_path / "pair" / "draft")
+    assert exported_fixture(fixture) == stage_entry / "openvino-fp32"
 
 
 def test_recipe_change_changes_the_cache_entry():

@@ -191,11 +191,12 @@ TASK_MODES = {
 
 
 def exported_fixture(fixture, weight_format: str = "fp32", progress: bool = True) -> Path:
-    """The fixture's target + draft exported by `optimum-cli export dynexec`, cached inside the fixture folder."""
+    """The fixture's target + draft exported by `optimum-cli export dynexec`, cached beside the draft's folder (the
+    pair's entry, or the self-distilled draft's), so a new draft never reuses an export of the old one."""
     from optimum_dynexec.commands.export import export_speculative
     from optimum_dynexec.fixtures.cache import atomic_directory
 
-    exported = Path(fixture.path) / f"openvino-{weight_format}"
+    exported = Path(fixture.draft_dir).parent / f"openvino-{weight_format}"
     if not (exported / "dynexec_config.json").is_file():
         with atomic_directory(exported) as staging:
             export_speculative(str(fixture.target_dir), staging, str(fixture.draft_dir), weight_format)

@@ -10,10 +10,7 @@ with uniform noise added to the input features, so the head tolerates its own (i
 when it drafts several tokens ahead. The target is frozen; only `fc` and the decoder layer learn.
 
 Self-distillation (`generated_tokens > 0`): the end of every window is replaced by the target's own greedy
-continuation of the window's beginning. At generation time the head drafts what the target is about to write, not
-what a human wrote, and a small target's continuation is much more predictable than the corpus (it repeats
-itself, follows its own habits); Medusa-2 (arXiv 2401.10774) trains its heads on the model's own generations for
-the same reason.
+continuation of the window's beginning (`self_distillation.py` says why).
 
 Both phases are resumable: features are written window by window into a float16 memory map under
 `<output>/.eagle-work/` (with a count of finished windows), and training saves a checkpoint (head, optimizer,
@@ -37,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .eagle import EagleHead, eagle_config_from_target, save_eagle_head
+from .self_distillation import greedy_continuation
 
 
 WORK_FOLDER = ".eagle-work"
@@ -190,23 +188,6 @@ def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocas
         bar.update(end - store.done)
         store.mark_done(end)
     bar.close()
-
-
-@torch.no_grad()
-def greedy_continuation(target, prefixes: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """`prefixes` (`[b, n]`, equal lengths) followed by the target's `new_tokens` greedy tokens each, `[b, n + new]`.
-
-    End-of-sequence tokens are kept and decoding goes on past them, as in a benchmark that ignores EOS; a hand-rolled
-    loop over the KV cache, because `generate()` would stop or pad there."""
-    output = torch.empty(prefixes.shape[0], prefixes.shape[1] + new_tokens, dtype=torch.long)
-    output[:, : prefixes.shape[1]] = prefixes
-    result = target(input_ids=prefixes, use_cache=True)
-    for step in range(new_tokens):
-        token = result.logits[:, -1].argmax(-1)
-        output[:, prefixes.shape[1] + step] = token
-        if step + 1 < new_tokens:
-            result = target(input_ids=token[:, None], past_key_values=result.past_key_values, use_cache=True)
-    return output
 
 
 def _causal_mask(length: int) -> torch.Tensor:
