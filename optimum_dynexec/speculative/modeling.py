@@ -49,8 +49,8 @@ EAGLE_HEAD_DEFAULT_COMPRESSION = {"bits": 8, "sym": True}
 
 # Defaults where the caller leaves assisted-generation settings unset. transformers' own defaults (20 tokens,
 # constant) suit a GPU; on a CPU every rejected draft token costs target time, so start short and adapt. No
-# confidence stop: with the benchmark fixture's self-distilled draft, stopping at confidence < 0.4 cut the tokens per
-# verification from ~5.0 to 3.2 and the speed-up from 1.79x to 1.55x (5 paired repeats, docs/benchmarks.md).
+# confidence stop: with the benchmark fixture's self-distilled draft, 4 tokens and a stop at confidence < 0.4 gave 3.21
+# tokens per verification and 1.55x, these defaults 5.04 and 1.74x (examples/draft_settings.py, 5 paired repeats).
 SPECULATIVE_DEFAULTS = {
     "num_assistant_tokens": 5,
     "num_assistant_tokens_schedule": "heuristic",
@@ -144,7 +144,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 target's `quantization_config` / `load_in_8bit`.
             draft_ov_config: OpenVINO properties for the draft only, over the caller's `ov_config` (the draft
                 runs on as many threads as the target unless told otherwise: on the benchmark fixture's 2.6M draft,
-                2 threads beat 1 in every paired repeat, 1.42x -> 1.48x and 1.44x -> 1.54x end to end).
+                2 threads beat 1 in every paired repeat, 1.44x -> 1.55x and 1.63x -> 1.74x end to end,
+                examples/draft_settings.py).
             eagle_head: a folder (or hub id) holding an EAGLE head in the published format (`config.json` with
                 `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
                 `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint
