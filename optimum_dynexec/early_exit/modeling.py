@@ -16,6 +16,7 @@ import torch
 from optimum.intel import OVModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .calibration import normalised_entropies
 from .config import EarlyExitConfig, validate_entropy_threshold
 from .export import export_early_exit, load_segments, quantize_segments, save_segments, segment_names
 
@@ -61,7 +62,6 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         super().__init__(model, config, **kwargs)
         if entropy_threshold is not None:
             self.entropy_threshold = entropy_threshold
-        self._log_num_labels = float(np.log(max(early_exit_config.num_labels, 2)))
         self._temperatures = np.asarray(early_exit_config.exit_temperatures, dtype=np.float32)
 
     @property
@@ -221,7 +221,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
                 logits_out[alive] = outputs[0]
                 break
             hidden, exit_logits = outputs[0], outputs[1]
-            leaving = self._normalised_entropy(exit_logits, layer) < threshold
+            # The calibration's own formula, so a threshold picked there decides here exactly as it simulated.
+            leaving = normalised_entropies(exit_logits[None], self._temperatures[layer - 1 : layer])[0] < threshold
             if not leaving.any():
                 continue
             logits_out[alive[leaving]] = exit_logits[leaving]
@@ -237,12 +238,6 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
                 hidden = np.ascontiguousarray(hidden[:, :used_columns])
                 mask = np.ascontiguousarray(mask[:, :used_columns])
         return logits_out, exit_layers
-
-    def _normalised_entropy(self, logits: np.ndarray, layer: int) -> np.ndarray:
-        scaled = logits / self._temperatures[layer - 1]
-        scaled = scaled - scaled.max(axis=-1, keepdims=True)
-        log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
-        return -(np.exp(log_probabilities) * log_probabilities).sum(axis=-1) / self._log_num_labels
 
 
 def _infer_shared(request, inputs: dict) -> list:
