@@ -6,9 +6,9 @@ import openvino as ov
 import pytest
 from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
 
-from optimum_dynexec.speculative.modeling import DRAFT_SUBFOLDER, DYNEXEC_CONFIG_NAME
+from optimum_dynexec.speculative.modeling import DRAFT_SUBFOLDER, DYNEXEC_CONFIG_NAME, OVSpeculativeModelForCausalLM
 
-from conftest import load_plain, load_speculative, new_tokens, random_prompt, repetitive_prompt, shared_plain
+from conftest import TEST_OV_CONFIG, load_plain, load_speculative, new_tokens, random_prompt, repetitive_prompt, shared_plain
 
 
 MAX_NEW_TOKENS = 24
@@ -147,3 +147,29 @@ def test_draft_quantization_config_applies_to_the_draft_only(llama):
                              draft_quantization_config=OVWeightQuantizationConfig(bits=8))
     assert _int8_weights(model.model) == 0
     assert _int8_weights(model.draft_model.model) > 0
+
+
+def test_the_draft_inherits_the_ov_config_but_not_its_precision(llama):
+    """An `ov_config` asking f32 (for exact output) binds the target; the draft only proposes, so it keeps the device's
+    fastest precision, takes the caller's other properties, and obeys `draft_ov_config`."""
+    from optimum_dynexec.speculative.modeling import EXACT_PRECISION_CONFIG
+
+    target_dir, draft_dir, _ = llama
+    device_default = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=dict(TEST_OV_CONFIG))
+    device_default.compile()
+    default_precision = device_default.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+
+    def precision_and_threads(compiled_model):
+        compiled = compiled_model.request.get_compiled_model()
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT")), int(compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    model = OVSpeculativeModelForCausalLM.from_pretrained(target_dir, draft_model=draft_dir,
+                                                          ov_config={**TEST_OV_CONFIG, **EXACT_PRECISION_CONFIG})
+    model.compile()
+    model.draft_model.compile()
+    assert precision_and_threads(model) == ("<Type: 'float32'>", 1)
+    assert precision_and_threads(model.draft_model) == (str(default_precision), 1)
+
+    forced = load_speculative(target_dir, draft_model=draft_dir, draft_ov_config={"INFERENCE_PRECISION_HINT": "f32"})
+    forced.draft_model.compile()
+    assert precision_and_threads(forced.draft_model)[0] == "<Type: 'float32'>"

@@ -43,6 +43,16 @@ DRAFT_SUBFOLDER = "draft"
 # decoding. An explicit `ov_config` entry from the caller always wins.
 EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
+
+def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[dict] = None) -> dict:
+    """OpenVINO properties of a drafter (a draft model, an EAGLE head): the caller's `ov_config` without its precision
+    settings, then the drafter's own. A drafter only proposes, so its precision cannot change the output, and on the
+    benchmark fixture an f32 draft (inherited from an `ov_config` asking f32 for exactness) ran 1.33x where the same
+    draft at the CPU's default bf16 ran 1.44x (5 paired repeats, docs/benchmarks.md)."""
+    inherited = {key: value for key, value in (user_ov_config or {}).items() if key not in EXACT_PRECISION_CONFIG}
+    return {**inherited, **(drafter_config or {})}
+
+
 # The EAGLE head's weights unless the caller asks otherwise: it only proposes, so precision cannot change the output,
 # and its weights (lm_head included) are streamed from memory at every drafted token.
 EAGLE_HEAD_DEFAULT_COMPRESSION = {"bits": 8, "sym": True}
@@ -142,10 +152,12 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 IR) or a loaded `OVModelForCausalLM`. Defaults to the `draft/` sub-folder of `model_id` if present.
             draft_quantization_config: weight compression for the draft only; by default the draft gets the
                 target's `quantization_config` / `load_in_8bit`.
-            draft_ov_config: OpenVINO properties for the draft only, over the caller's `ov_config` (the draft
-                runs on as many threads as the target unless told otherwise: on the benchmark fixture's 2.6M draft,
-                2 threads beat 1 in every paired repeat, 1.44x -> 1.55x and 1.63x -> 1.74x end to end,
-                examples/draft_settings.py).
+            draft_ov_config: OpenVINO properties for the draft only, over the caller's `ov_config`. The draft
+                (like an EAGLE head) inherits the caller's `ov_config` except its precision settings
+                (`INFERENCE_PRECISION_HINT`, `KV_CACHE_PRECISION`): a drafter only proposes tokens, so its precision
+                never changes the output, and it runs at the device's fastest (bf16 where the CPU has it) unless
+                `draft_ov_config` says otherwise. It runs on as many threads as the target (on the benchmark
+                fixture's 2.6M draft, 2 threads beat 1 in every paired repeat, examples/draft_settings.py).
             eagle_head: a folder (or hub id) holding an EAGLE head in the published format (`config.json` with
                 `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
                 `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint
@@ -175,7 +187,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if draft_model is not None and not isinstance(draft_model, OVModelForCausalLM):
             draft_kwargs = {key: kwargs[key] for key in ("device", "compile", "trust_remote_code", "stateful")
                             if key in kwargs}
-            draft_kwargs["ov_config"] = {**(user_ov_config or {}), **(draft_ov_config or {})}
+            draft_kwargs["ov_config"] = drafter_ov_config(user_ov_config, draft_ov_config)
             if draft_quantization_config is not None:
                 draft_kwargs["quantization_config"] = draft_quantization_config
             else:
@@ -202,7 +214,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                                  "`stateful=True` (optimum-intel's default).")
             attention_with_shared_mask(self.model)  # fail at load, not at the first generate(), if not rewritable
         self.eagle = eagle
-        self._eagle_head_ov_config = dict(user_ov_config or {})
+        self._eagle_target_ov_config = {**EXACT_PRECISION_CONFIG, **(user_ov_config or {})}
+        self._eagle_head_ov_config = drafter_ov_config(user_ov_config)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
         """Save the target's usual files, the draft in `draft/`, the EAGLE head in `eagle/` and
@@ -347,7 +360,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
                 self.eagle.compile(self.model, self._device,
-                                   {**EXACT_PRECISION_CONFIG, **self._eagle_head_ov_config},
+                                   self._eagle_target_ov_config,
                                    self._eagle_head_ov_config)
             return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         drafter = self._drafter_for(config, assistant_model)
