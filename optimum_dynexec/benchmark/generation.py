@@ -48,7 +48,10 @@ def _genai_pipelines(model_dir: Path, ov_config: dict, modes: List[str]):
         pipelines["genai_plain"] = openvino_genai.LLMPipeline(str(model_dir), "CPU", **ov_config)
     draft_dir = model_dir / "draft"
     if "genai_draft" in modes and (draft_dir / "openvino_model.xml").is_file():
-        draft = openvino_genai.draft_model(str(draft_dir), "CPU", **ov_config)
+        # The same rule as our drafters: the draft inherits everything but the precision settings.
+        from optimum_dynexec.speculative.modeling import drafter_ov_config
+
+        draft = openvino_genai.draft_model(str(draft_dir), "CPU", **drafter_ov_config(ov_config))
         pipelines["genai_draft"] = openvino_genai.LLMPipeline(str(model_dir), "CPU", draft_model=draft, **ov_config)
     return pipelines
 
