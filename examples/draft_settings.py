@@ -1,9 +1,9 @@
 """Draft-model speculation on the benchmark fixture under several drafting settings, against plain `generate()`.
 
-    python examples/draft_settings.py --modes 4:heuristic:0.4:1,5:heuristic:0,5:constant:0 [--repeats 5]
+    python examples/draft_settings.py --modes 4:heuristic:0.4:1,5:heuristic:0,5:constant:0,5:heuristic:0:2:f32
 
-Each mode is `num_assistant_tokens:schedule:assistant_confidence_threshold[:draft threads]` (threads default to the
-target's). Every mode gets its own model, so a "heuristic" draft length carries over from prompt to prompt as it does
+Each mode is `num_assistant_tokens:schedule:assistant_confidence_threshold[:draft threads[:draft precision]]` (threads
+default to the target's, precision to the device's fastest). Every mode gets its own model, so a "heuristic" draft length carries over from prompt to prompt as it does
 for a user; modes are interleaved prompt by prompt so machine noise hits them alike. Greedy; every output
 is checked against plain decoding. Prints a markdown table (median over repeats, and each repeat's seconds) and
 writes JSON. The figures behind the package's drafting defaults (docs/benchmarks.md, session 6) come from here.
@@ -44,10 +44,14 @@ def main():
     plain = OVModelForCausalLM.from_pretrained(fixture.target_dir, export=True, ov_config=EXACT_PRECISION_CONFIG)
     modes = {}
     for spec in args.modes.split(","):
-        tokens, schedule, confidence, *threads = spec.split(":")
-        draft_ov_config = {"INFERENCE_NUM_THREADS": int(threads[0])} if threads else None
+        tokens, schedule, confidence, *draft_settings = spec.split(":")
+        draft_ov_config = {}
+        if draft_settings and draft_settings[0]:
+            draft_ov_config["INFERENCE_NUM_THREADS"] = int(draft_settings[0])
+        if len(draft_settings) > 1:
+            draft_ov_config["INFERENCE_PRECISION_HINT"] = draft_settings[1]
         model = OVSpeculativeModelForCausalLM.from_pretrained(fixture.target_dir, export=True, draft_model=draft_dir,
-                                                              draft_ov_config=draft_ov_config)
+                                                              draft_ov_config=draft_ov_config or None)
         settings = dict(num_assistant_tokens=int(tokens), num_assistant_tokens_schedule=schedule,
                         assistant_confidence_threshold=float(confidence))
         modes[spec] = (model, settings)
@@ -83,7 +87,7 @@ def main():
     tokens = sum(len(output) for output in reference)  # the same in every mode: outputs are identical
     baseline = median(seconds["plain"])
     rows = []
-    print("| mode (tokens:schedule:confidence[:threads]) | tokens/s | vs plain `generate()` | tokens per verification "
+    print("| mode (tokens:schedule:confidence[:threads[:precision]]) | tokens/s | vs plain `generate()` | tokens per verification "
           "| identical | seconds per repeat |")
     print("|---|---|---|---|---|---|")
     for name in names:

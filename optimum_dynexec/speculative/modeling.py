@@ -47,8 +47,8 @@ EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION
 def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[dict] = None) -> dict:
     """OpenVINO properties of a drafter (a draft model, an EAGLE head): the caller's `ov_config` without its precision
     settings, then the drafter's own. A drafter only proposes, so its precision cannot change the output, and on the
-    benchmark fixture an f32 draft (inherited from an `ov_config` asking f32 for exactness) ran 1.33x where the same
-    draft at the CPU's default bf16 ran 1.44x (5 paired repeats, docs/benchmarks.md)."""
+    benchmark fixture an f32 draft (inherited from an `ov_config` asking f32 for exactness) ran 1.46x where the same
+    draft at the CPU's default bf16 ran 1.64x (examples/draft_settings.py, 5 paired repeats)."""
     inherited = {key: value for key, value in (user_ov_config or {}).items() if key not in EXACT_PRECISION_CONFIG}
     return {**inherited, **(drafter_config or {})}
 
