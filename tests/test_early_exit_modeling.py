@@ -65,9 +65,9 @@ def test_batch_results_equal_rows_run_one_by_one(model, tokenizer, padding_side)
 def test_runtime_exits_where_the_calibration_simulation_says(model, tokenizer):
     encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
     entropies = normalised_entropies(model.exit_logits_per_layer(**encoded), model.early_exit_config.exit_temperatures)
-    # Also thresholds a hair above a row's layer-1 entropy: there the runtime must compute the very same number as the
-    # calibration (same formula, same precision), or that row's exit flips between the two.
-    at_the_boundary = [float(np.nextafter(entropy, 1.0)) for entropy in entropies[0]]
+    # Also thresholds at and a hair above a row's layer-1 entropy: there the runtime must compute the very same number
+    # as the calibration (same formula, same precision, same temperatures), or that row's exit flips between the two.
+    at_the_boundary = [float(value) for entropy in entropies[0] for value in (entropy, np.nextafter(entropy, 1.0))]
     for threshold in _mixed_thresholds(model, encoded) + at_the_boundary:
         output = model(**encoded, entropy_threshold=threshold, output_exit_layers=True)
         np.testing.assert_array_equal(output.exit_layers, exit_layers_at(entropies, threshold))

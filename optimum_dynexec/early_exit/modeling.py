@@ -62,7 +62,6 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         super().__init__(model, config, **kwargs)
         if entropy_threshold is not None:
             self.entropy_threshold = entropy_threshold
-        self._temperatures = np.asarray(early_exit_config.exit_temperatures, dtype=np.float32)
 
     @property
     def entropy_threshold(self) -> float:
@@ -222,7 +221,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
                 break
             hidden, exit_logits = outputs[0], outputs[1]
             # The calibration's own formula, so a threshold picked there decides here exactly as it simulated.
-            leaving = normalised_entropies(exit_logits[None], self._temperatures[layer - 1 : layer])[0] < threshold
+            temperature = self.early_exit_config.exit_temperatures[layer - 1 : layer]
+            leaving = normalised_entropies(exit_logits[None], temperature)[0] < threshold
             if not leaving.any():
                 continue
             logits_out[alive[leaving]] = exit_logits[leaving]
