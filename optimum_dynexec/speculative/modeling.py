@@ -214,8 +214,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                                  "`stateful=True` (optimum-intel's default).")
             attention_with_shared_mask(self.model)  # fail at load, not at the first generate(), if not rewritable
         self.eagle = eagle
-        self._eagle_target_ov_config = {**EXACT_PRECISION_CONFIG, **(user_ov_config or {})}
-        self._eagle_head_ov_config = drafter_ov_config(user_ov_config)
+        self._user_ov_config = dict(user_ov_config or {})
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
         """Save the target's usual files, the draft in `draft/`, the EAGLE head in `eagle/` and
@@ -360,8 +359,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
                 self.eagle.compile(self.model, self._device,
-                                   self._eagle_target_ov_config,
-                                   self._eagle_head_ov_config)
+                                   {**EXACT_PRECISION_CONFIG, **self._user_ov_config},
+                                   drafter_ov_config(self._user_ov_config))
             return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         drafter = self._drafter_for(config, assistant_model)
         return None if drafter is None else ChainSpeculator(self._target_session(), drafter)
