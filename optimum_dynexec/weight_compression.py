@@ -24,8 +24,9 @@ def weight_compression_config(quantization_config, argument: str = "quantization
     return quantization_config
 
 
-def compress_weights(model: ov.Model, quantization_config, argument: str = "quantization_config") -> ov.Model:
-    """`model` with its weights compressed as `quantization_config` says, by optimum-intel's own routine."""
+def compress_weights(model: ov.Model, quantization_config) -> ov.Model:
+    """`model` with its weights compressed as `quantization_config` says, by optimum-intel's own routine (callers
+    with an argument of their own to name validate it first with `weight_compression_config`)."""
     from optimum.intel.openvino.quantization import _weight_only_quantization
 
-    return _weight_only_quantization(model, weight_compression_config(quantization_config, argument))
+    return _weight_only_quantization(model, weight_compression_config(quantization_config))
