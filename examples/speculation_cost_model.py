@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--draft-tokens-per-cycle", type=float, default=1.90,
                         help="Draft-model tokens per verification measured on the fixture (4 drafts).")
     parser.add_argument("--python-ms-per-cycle", type=float, default=1.9,
-                        help="Loop time outside the calls per EAGLE cycle (examples/eagle_call_profile.py).")
+                        help="Loop time outside the calls per EAGLE cycle (examples/speculation_call_profile.py).")
     parser.add_argument("--output", default="speculation_cost_model.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
