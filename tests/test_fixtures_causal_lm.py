@@ -255,3 +255,14 @@ def test_evaluation_prompts_come_from_held_out_files(tiny_fixture, source_files)
 
     with pytest.raises(ValueError, match="task="):
         causal_lm.evaluation_prompts(fixture, "translation", 1)
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_its_floor():
+    from optimum_dynexec.learning_rate import warmup_cosine
+
+    rates = [warmup_cosine(step, 100, peak=2.0, warmup_steps=10, floor=0.1) for step in range(101)]
+    assert rates[:10] == pytest.approx([2.0 * (step + 1) / 10 for step in range(10)])
+    assert rates[10] == pytest.approx(2.0)
+    assert all(later <= earlier for earlier, later in zip(rates[10:], rates[11:]))
+    assert rates[100] == pytest.approx(0.2)  # floor * peak at the last step
+    assert warmup_cosine(0, 100, peak=1.0, warmup_steps=0, floor=0.0) == pytest.approx(1.0)  # no warm-up

@@ -20,7 +20,6 @@ written in the published EAGLE format (`config.json` + `model.safetensors`) and 
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..learning_rate import warmup_cosine
 from .eagle import EagleHead, eagle_config_from_target, save_eagle_head
 from .self_distillation import greedy_continuation
 
@@ -218,14 +218,6 @@ def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, no
     return feature_weight * feature_loss + token_weight * token_loss, feature_loss, token_loss, accuracy
 
 
-def cosine_learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 5% of `peak` at `steps`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 def train_eagle_head(
     model: Union[str, Path],
     texts: Sequence[str],
@@ -286,7 +278,8 @@ def train_eagle_head(
         tokens = torch.from_numpy(np.asarray(store.tokens[batch_ids]))
         features = torch.from_numpy(np.asarray(store.features[batch_ids], dtype=np.float32))
         for group in optimizer.param_groups:
-            group["lr"] = cosine_learning_rate(step, steps, arguments.learning_rate, arguments.warmup_steps)
+            group["lr"] = warmup_cosine(step, steps, arguments.learning_rate, arguments.warmup_steps,
+                                        floor=0.05)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arguments.bf16_autocast):
             loss, feature_loss, token_loss, accuracy = eagle_loss(
                 head, tokens, features, arguments.feature_noise, arguments.feature_weight, arguments.token_weight
