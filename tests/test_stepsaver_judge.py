@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from optimum_dynexec.benchmark.shape_judge import JudgeRecipe, PromptFacts, ShapeJudge, _procedural_set
+from optimum_dynexec.benchmark.shape_judge import (JudgeRecipe, PromptFacts, ShapeJudge, _procedural_set,
+                                                  judge_code_fingerprint)
 from optimum_dynexec.fixtures.stable_diffusion import SCENE_KINDS, render_scene, sample_scene
 
 
@@ -26,7 +27,7 @@ def small_judge(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPTIMUM_DYNEXEC_CACHE", str(cache))
         judge = ShapeJudge.load(JudgeRecipe(train_images=4000, epochs=4, width=16, learning_rate=4e-3), progress=False)
-        assert any(path.name.startswith("shape-judge-v1-") for path in cache.iterdir())
+        assert [path.name.split("-")[-1] for path in cache.iterdir()] == [judge_code_fingerprint()]
         # A second load reads the cache entry instead of training again: same weights.
         again = ShapeJudge.load(JudgeRecipe(train_images=4000, epochs=4, width=16, learning_rate=4e-3), progress=False)
     for mine, theirs in zip(judge.network.state_dict().values(), again.network.state_dict().values()):
@@ -61,3 +62,21 @@ def test_judge_refuses_wrong_images(small_judge):
         small_judge.prompt_fidelity(np.zeros((2, 32, 32, 3), np.uint8), ["a plain red background"])
     with pytest.raises(TypeError, match="uint8"):
         small_judge.features(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_the_judge_cache_key_follows_the_code_that_defines_the_judge(monkeypatch):
+    from optimum_dynexec.benchmark import shape_judge
+    from optimum_dynexec.fixtures import stable_diffusion
+
+    before = judge_code_fingerprint()
+    assert judge_code_fingerprint() == before  # stable between calls
+    original = stable_diffusion.render_scene
+
+    def render_scene(scene, size=32, supersample=2):  # a changed renderer: different training images
+        return original(scene, size, supersample)
+
+    monkeypatch.setattr(stable_diffusion, "render_scene", render_scene)
+    assert judge_code_fingerprint() != before
+    monkeypatch.undo()
+    monkeypatch.setattr(shape_judge, "_GRAMMAR_CODE", shape_judge._GRAMMAR_CODE + ("caption_vocabulary",))
+    assert judge_code_fingerprint() != before

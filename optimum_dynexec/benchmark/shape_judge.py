@@ -17,12 +17,15 @@ judge is trained once (about a minute on two cores) and cached beside the fixtur
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass
 from typing import FrozenSet, List, Optional, Sequence
 
 import numpy as np
 
+from ..fixtures import stable_diffusion
 from ..fixtures.cache import atomic_directory, fixture_cache_dir
 from ..fixtures.stable_diffusion import COLOURS, COUNT_WORDS, IMAGE_SIZE, SHAPES, Scene, render_scene, sample_scene
 
@@ -175,7 +178,7 @@ class ShapeJudge:
 
         recipe = recipe or JudgeRecipe()
         key = "-".join(str(value) for value in asdict(recipe).values())
-        entry = fixture_cache_dir() / f"shape-judge-v1-{key}"
+        entry = fixture_cache_dir() / f"shape-judge-{key}-{judge_code_fingerprint()}"
         if not entry.exists():
             network, metrics = _train(recipe, progress)
             with atomic_directory(entry) as staging:
@@ -233,6 +236,20 @@ class ShapeJudge:
         root_ours = _symmetric_sqrt(cov_ours)
         cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_ours @ cov_theirs @ root_ours), 0.0, None)).sum()
         return float(mean_gap @ mean_gap + np.trace(cov_ours) + np.trace(cov_theirs) - 2 * cross)
+
+
+def judge_code_fingerprint() -> str:
+    """A hash of the code that decides what a trained judge is (this module: network, targets, loss, training; the
+    grammar's scene sampler and renderer), part of the cache key so that a changed judge is never read from an
+    entry trained by an older one."""
+    sources = [inspect.getsource(inspect.getmodule(judge_code_fingerprint))]
+    sources += [inspect.getsource(getattr(stable_diffusion, name)) for name in _GRAMMAR_CODE]
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:12]
+
+
+# What the training images and their facts come from (`_procedural_set`), in fixtures.stable_diffusion.
+_GRAMMAR_CODE = ("sample_scene", "render_scene", "_other_colour", "_jittered", "_free_spots", "_article",
+                 "_count_word", "_plural", "Shape", "Scene")
 
 
 def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
