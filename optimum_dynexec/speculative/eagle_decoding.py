@@ -29,14 +29,15 @@ class TreeSettings:
     """The draft tree's shape (EAGLE-2): `depth` levels at most, `top_k` children per expanded node and `top_k`
     expanded nodes per level, `total_tokens` nodes kept after re-ranking. `top_k=1` drafts a chain of `depth`.
 
-    The default is a chain of 6, the middle of the chains of 4-8 that led every sweep on this project's 2-core CPU
-    with the 8-bit head, within noise of each other (docs/benchmarks.md: 1.86-2.25x over plain optimum-intel
-    decoding; chains of 10-12 1.84x, trees 1.56-1.77x): on a CPU, verification and head calls grow with the rows
-    they score, which a GPU scores for free."""
+    The default is a chain of 8. On this project's 2-core CPU, verification and head calls grow with the rows they
+    score, which a GPU scores for free, so trees lost to chains (docs/benchmarks.md: trees 1.47-1.77x over plain
+    optimum-intel decoding, chains 1.9-2.4x). Chains of 4-8 were within noise of each other with the first heads; with
+    the self-distilled head the chain of 8 beat the chain of 6 in every side-by-side run on the f32 target (sessions
+    5-7: +0.03 to +0.18x; it trailed by 0.05x on an 8-bit target) and the chain of 10 did not beat 8."""
 
-    depth: int = 6
+    depth: int = 8
     top_k: int = 1
-    total_tokens: int = 6
+    total_tokens: int = 8
 
     def __post_init__(self):
         for name in ("depth", "top_k", "total_tokens"):
