@@ -1,7 +1,7 @@
 """Where speculation's time goes inside the generation loop: the cost of every target and drafter call.
 
     python examples/speculation_call_profile.py --head <head dir> [--depth 6] [--cprofile]   # EAGLE, a chain
-    python examples/speculation_call_profile.py --draft [<draft dir>]                       # a draft model
+    python examples/speculation_call_profile.py --draft [<draft dir>] [--schedule constant]  # a draft model
 
 Generates 96 tokens greedily for 6 held-out prompts of the benchmark fixture (with the package defaults for a draft
 model; the fixture's own draft unless a folder is given), twice (the first pass warms up), timing each model call of
@@ -28,6 +28,8 @@ def main():
     drafter.add_argument("--draft", nargs="?", const="", help="Draft model folder (default: the fixture's draft).")
     parser.add_argument("--size", default="benchmark")
     parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--schedule", choices=("heuristic", "constant"),
+                        help="Draft model: `num_assistant_tokens_schedule` (default: the package's).")
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -49,9 +51,12 @@ def main():
         fixture.target_dir, export=True,
         ov_config={"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "1"}, **drafting)
 
+    schedule = {"num_assistant_tokens_schedule": args.schedule} if args.schedule else {}
+
     def generate_all():
         for prompt in prompts:
-            model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=96, do_sample=False)
+            model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=96, do_sample=False,
+                           **schedule)
 
     generate_all()
     if args.cprofile:

@@ -33,9 +33,10 @@ def main():
     parser.add_argument("--depth", type=int, default=6, help="EAGLE chain depth (head calls per cycle).")
     parser.add_argument("--tokens-per-cycle", type=float, default=5.19,
                         help="EAGLE tokens per verification measured on the fixture (chain of 6, self-distilled head).")
-    parser.add_argument("--draft-tokens", type=int, default=4)
-    parser.add_argument("--draft-tokens-per-cycle", type=float, default=1.90,
-                        help="Draft-model tokens per verification measured on the fixture (4 drafts).")
+    parser.add_argument("--draft-tokens", type=int, default=5, help="Draft length (a constant schedule).")
+    parser.add_argument("--draft-tokens-per-cycle", type=float, default=3.87,
+                        help="Draft-model tokens per verification measured on the fixture (its self-distilled draft, "
+                             "a constant 5 drafts: examples/draft_settings.py, session 6).")
     parser.add_argument("--python-ms-per-cycle", type=float, default=1.9,
                         help="Loop time outside the calls per EAGLE cycle (examples/speculation_call_profile.py).")
     parser.add_argument("--output", default="speculation_cost_model.json")
@@ -52,7 +53,8 @@ def main():
     from optimum_dynexec.weight_compression import compress_weights
     from optimum_dynexec.speculative.eagle_decoding import _rows
     from optimum_dynexec.speculative.kv_cache import DecoderSession, TreeDecoderSession
-    from optimum_dynexec.speculative.modeling import EAGLE_HEAD_DEFAULT_COMPRESSION, EXACT_PRECISION_CONFIG
+    from optimum_dynexec.speculative.modeling import (EAGLE_HEAD_DEFAULT_COMPRESSION, EXACT_PRECISION_CONFIG,
+                                                      drafter_ov_config)
 
     fixture = build_causal_lm_fixture("benchmark")
     tokenizer = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
@@ -70,9 +72,9 @@ def main():
         function()
         return time.perf_counter() - started
 
+    # As the package compiles a draft: the caller's properties without the target's exact precision.
     draft = OVModelForCausalLM.from_pretrained(fixture.draft_dir, export=True,
-                                               ov_config={**EXACT_PRECISION_CONFIG, **ov_config,
-                                                          "INFERENCE_NUM_THREADS": "1"})
+                                               ov_config=drafter_ov_config({**EXACT_PRECISION_CONFIG, **ov_config}))
     draft_session = DecoderSession.for_model(draft)
     draft_session.append(rng.integers(10, 4000, args.context))
 
