@@ -117,6 +117,44 @@ def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
     assert stats.mean_accepted_length > 2.0
 
 
+@pytest.mark.parametrize("architecture", ["qwen2", "gpt2", "mixtral"])
+def test_targets_of_other_families_verify_trees_exactly(tiny_models, architecture, tmp_path):
+    """Qwen2's own decoder layer serves as its head; GPT-2's (no rotary positions) and Mixtral's (experts) cannot,
+    so theirs is a Llama-style layer of the target's sizes. Either way the rewritten target verifies trees exactly:
+    a drafting head's greedy output equals plain decoding, and an oracle's true tokens are all accepted."""
+    from optimum_dynexec.speculative.eagle import EagleHead, eagle_config_from_target, save_eagle_head
+
+    target_dir = tiny_models.checkpoint(architecture)
+    target = AutoModelForCausalLM.from_pretrained(target_dir)
+    config = eagle_config_from_target(target.config)
+    assert config.model_type == ("qwen2" if architecture == "qwen2" else "llama")
+    torch.manual_seed(0)
+    save_eagle_head(EagleHead(config).attach_target(target), tmp_path / "head")
+    model = load_speculative(target_dir, export=True, eagle_head=tmp_path / "head")
+    plain = load_plain(tiny_models.ir(architecture))
+    prompt = random_prompt(3, 12)
+    answer = np.array(new_tokens(plain, prompt, max_new_tokens=40))
+    assert new_tokens(model, prompt, max_new_tokens=40) == answer.tolist()
+    assert model.last_decoding_stats.drafted_tokens > 0
+    oracle = OracleSpeculator(*model.eagle._compiled, answer, 12, np.random.default_rng(1))
+    stats = DecodingStats()
+    assert oracle.decode(prompt[0].numpy(), 40, stats=stats).tolist() == answer.tolist()
+    assert stats.accepted_lengths == [min(d, 40 - 2 - sum(stats.accepted_lengths[:i]) - i)
+                                      for i, d in enumerate(oracle.designed)]
+
+
+def test_unsupported_targets_and_heads_get_a_clear_error(tiny_models, tmp_path):
+    from optimum_dynexec.speculative.eagle import EagleHead, eagle_config_from_target, save_eagle_head
+
+    bloom = AutoModelForCausalLM.from_pretrained(tiny_models.checkpoint("bloom"))  # ALiBi: no position ids
+    save_eagle_head(EagleHead(eagle_config_from_target(bloom.config)).attach_target(bloom), tmp_path / "head")
+    with pytest.raises(ValueError, match="position_ids.*draft model"):
+        load_speculative(tiny_models.checkpoint("bloom"), export=True, eagle_head=tmp_path / "head")
+    for architecture, reason in (("mixtral", "mixtures of experts"), ("gpt2", "not laid out as Llama's")):
+        with pytest.raises(ValueError, match=f"`{architecture}` family.*{reason}.*Llama-style config"):
+            EagleHead(AutoConfig.from_pretrained(tiny_models.checkpoint(architecture)))
+
+
 def test_chain_drafts_are_the_heads_own_greedy_rollout(llama, tmp_path):
     """A chain drafts, level by level, the argmax token of the head fed its own predicted feature: the rollout
     written out by hand in torch (a position or feature off by one level drafts other tokens; greedy identity

@@ -6,7 +6,8 @@ followed, `x_{i+1}`, and predicts the next feature `f_{i+1}`; the target's own f
 features into tokens. Architecture, as published:
 
     h = fc(concat(embed(x_{i+1}), f_i))        fc: 2*hidden -> hidden
-    f_{i+1} ~ decoder_layer(h)                 one layer of the target's family, without its input norm
+    f_{i+1} ~ decoder_layer(h)                 one decoder layer (the target's family's when it has a Llama-like
+                                               layout, else Llama's), without its input norm
     p(x_{i+2}) = softmax(lm_head(f_{i+1}))     the target's lm_head, frozen
 
 Published heads (e.g. the `yuhuili/EAGLE-*` checkpoints) are a LLaMA-style `config.json` with
@@ -66,7 +67,10 @@ class EagleHead(nn.Module):
         from transformers import AutoModel
 
         config = _head_config(config)
+        check_head_family(config)
         base = AutoModel.from_config(config)
+        if not all(hasattr(base, name) for name in ("embed_tokens", "layers", "rotary_emb")):
+            raise ValueError(_unsupported_family(config.model_type, "its layers are not laid out as Llama's"))
         self.config = config
         self.embed_tokens = base.embed_tokens
         self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=fc_bias)
@@ -128,15 +132,62 @@ def _head_config(config):
     """A copy of `config` with one hidden layer and SDPA attention (traced into OpenVINO's SDPA op)."""
     config = config.__class__.from_dict(config.to_dict())
     config.num_hidden_layers = 1
+    if getattr(config, "layer_types", None):  # per-layer attention kinds (Qwen2, Qwen3, ...): the first layer's
+        config.layer_types = list(config.layer_types[:1])
     config._attn_implementation = "sdpa"
     return config
 
 
+_MIXTURE_OF_EXPERTS_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def _unsupported_family(model_type: str, reason: str) -> str:
+    return (f"This EAGLE head's config is of the `{model_type}` family, whose decoder layer cannot serve as a head "
+            f"here: {reason}. Use a head with a Llama-style config (what EAGLE publishes; `optimum-cli dynexec "
+            "train-eagle` writes one for targets of any family).")
+
+
+def check_head_family(config) -> None:
+    """Raise a `ValueError` for a family whose decoder layer cannot serve as an EAGLE head here (a head config of
+    that family: a published head, or one trained elsewhere)."""
+    if any(getattr(config, key, None) for key in _MIXTURE_OF_EXPERTS_KEYS):
+        raise ValueError(_unsupported_family(config.model_type, "its decoder layers are mixtures of experts, which "
+                                                                "this package does not export as a head"))
+
+
 def eagle_config_from_target(target_config):
-    """The head config for a target: the target's config with `num_hidden_layers=1` (what EAGLE publishes)."""
+    """The head config for a target: the target's config with `num_hidden_layers=1` (what EAGLE publishes) when
+    one of its decoder layers can serve as the head; otherwise (GPT-2, GPT-NeoX, Falcon, mixture-of-experts, ...)
+    a Llama-style layer of the target's sizes, as EAGLE's own code uses for every target. The head only has to
+    read the target's features and embeddings: its layer need not be the target's kind."""
+    from transformers import AutoModel
+
     config = _head_config(target_config)
-    config.architectures = ["LlamaForCausalLM"] if config.model_type == "llama" else config.architectures
-    return config
+    try:
+        check_head_family(config)
+        base = AutoModel.from_config(config)
+        if all(hasattr(base, name) for name in ("embed_tokens", "layers", "rotary_emb")):
+            config.architectures = ["LlamaForCausalLM"] if config.model_type == "llama" else config.architectures
+            return config
+    except ValueError:
+        pass
+    return _llama_style_config(target_config)
+
+
+def _llama_style_config(target_config):
+    from transformers import LlamaConfig
+
+    hidden, heads = target_config.hidden_size, target_config.num_attention_heads
+    intermediate = (getattr(target_config, "intermediate_size", None) or getattr(target_config, "n_inner", None)
+                    or getattr(target_config, "ffn_dim", None) or 4 * hidden)
+    config = LlamaConfig(
+        vocab_size=target_config.vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=1,
+        num_attention_heads=heads,
+        num_key_value_heads=getattr(target_config, "num_key_value_heads", None) or heads,
+        max_position_embeddings=getattr(target_config, "max_position_embeddings", None) or 2048,
+        architectures=["LlamaForCausalLM"],
+    )
+    return _head_config(config)
 
 
 def check_head_matches_target(head_config, target_hidden_size: int, target_vocab_size: int) -> None:
@@ -364,7 +415,12 @@ def target_with_features(ov_model):
 
 def attention_with_shared_mask(ov_model) -> list:
     """The graph's `ScaledDotProductAttention` operations, which must all take one shared attention mask (what
-    `target_with_features` replaces); a `ValueError` saying what to do otherwise. Reads the graph, copies nothing."""
+    `target_with_features` replaces), in a graph that takes explicit `position_ids` (each tree node is placed at
+    its depth); a `ValueError` saying what to do otherwise. Reads the graph, copies nothing."""
+    if not any("position_ids" in port.get_names() for port in ov_model.inputs):
+        raise ValueError("EAGLE verifies a draft tree in one call, which needs a target that takes explicit "
+                         "`position_ids` (rotary or learned positions); this target's graph has none (e.g. BLOOM's "
+                         "ALiBi). Speculate with a draft model (`draft_model=`) or prompt lookup instead.")
     attention = [op for op in ov_model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
     masks = {op.input(3).get_source_output() for op in attention if op.get_input_size() > 3}
     if not attention or len(masks) != 1 or any(op.get_input_size() <= 3 for op in attention):
