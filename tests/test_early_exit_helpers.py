@@ -16,7 +16,7 @@ import transformers
 KEYWORDS = {"alpha": ["red", "rose", "ruby"], "beta": ["green", "grass", "mint"], "gamma": ["blue", "sky", "sea"]}
 FILLER = ["the", "a", "of", "and", "to", "in", "is", "it", "for", "on", "with", "as", "at", "by", "this", "that"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-FAMILIES = ("bert", "roberta", "albert", "distilbert")
+FAMILIES = ("bert", "roberta", "albert", "distilbert", "electra")
 
 _ROOT = Path(tempfile.mkdtemp(prefix="early-exit-tests-"))
 
@@ -68,6 +68,10 @@ def _config(family: str, num_layers: int):
     if family == "bert":
         return transformers.BertConfig(hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2,
                                        intermediate_size=64, **common)
+    if family in ("camembert", "xlm-roberta"):  # RoBERTa's layout under other names
+        config_class = transformers.CamembertConfig if family == "camembert" else transformers.XLMRobertaConfig
+        return config_class(hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=80, bos_token_id=2, eos_token_id=3, **common)
     if family == "roberta":
         return transformers.RobertaConfig(hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2,
                                           intermediate_size=64, max_position_embeddings=80, bos_token_id=2,
@@ -77,6 +81,9 @@ def _config(family: str, num_layers: int):
                                          num_attention_heads=2, intermediate_size=64, **common)
     if family == "distilbert":
         return transformers.DistilBertConfig(dim=32, n_layers=num_layers, n_heads=2, hidden_dim=64, **common)
+    if family == "electra":  # embedding size under the hidden size: the embeddings are projected up
+        return transformers.ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=num_layers,
+                                          num_attention_heads=2, intermediate_size=64, **common)
     raise ValueError(family)
 
 

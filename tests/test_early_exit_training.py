@@ -24,7 +24,7 @@ def _padded_batch(folder, texts):
     return dict(AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt"))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + ("camembert", "xlm-roberta"))
 def test_layered_view_reproduces_the_model_logits(family):
     from transformers import AutoModelForSequenceClassification
 
@@ -32,7 +32,7 @@ def test_layered_view_reproduces_the_model_logits(family):
     model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
     encoder = LayeredEncoder(model)
     batch = _padded_batch(folder, ["the red rose", "a of and to in is it for on the sky sea blue"])
-    batch.pop("token_type_ids", None) if family in ("roberta", "distilbert") else None
+    batch.pop("token_type_ids", None) if family in ("roberta", "camembert", "xlm-roberta", "distilbert") else None
     with torch.no_grad():
         expected = model(**batch).logits
         layered = _forward_all_layers(encoder, heads=None, batch=batch, with_exits=False)[-1]
@@ -96,5 +96,5 @@ def test_unsupported_family_is_refused_with_the_supported_list():
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(ValueError, match="BERT, RoBERTa, ALBERT or DistilBERT"):
+    with pytest.raises(ValueError, match="BERT, RoBERTa .*, ALBERT, DistilBERT or ELECTRA"):
         LayeredEncoder(model)

@@ -5,7 +5,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 class TrainExitsCommand(BaseOptimumCLICommand):
     COMMAND = CommandInfo(
-        name="train-exits", help="Train early-exit heads (one per layer) for a BERT/RoBERTa/ALBERT/DistilBERT classifier."
+        name="train-exits", help="Train early-exit heads (one per layer) for a BERT/RoBERTa/ALBERT/DistilBERT/ELECTRA classifier."
     )
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Entropy-gated early exit for OpenVINO sequence classifiers (BERT, RoBERTa, ALBERT, DistilBERT)."""
+"""Entropy-gated early exit for OpenVINO sequence classifiers (BERT, RoBERTa, ALBERT, DistilBERT, ELECTRA)."""
 
 from .config import EarlyExitConfig
 from .export import export_early_exit

@@ -10,7 +10,8 @@ from typing import Callable, Dict
 import torch
 from torch import nn
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "albert", "distilbert")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "albert", "distilbert", "electra")
+_SAME_LAYOUT = {"xlm-roberta": "roberta", "camembert": "roberta"}
 
 
 def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -32,15 +33,15 @@ class LayeredEncoder(nn.Module):
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
                 f"Early exit supports the model types {SUPPORTED_MODEL_TYPES}; got {model_type!r}. "
-                "Pass a BERT, RoBERTa, ALBERT or DistilBERT sequence classifier."
+                "Pass a BERT, RoBERTa (XLM-R, CamemBERT), ALBERT, DistilBERT or ELECTRA sequence classifier."
             )
         self.model = model
         self.model_type = model_type
         self.num_layers = model.config.num_hidden_layers
         self.hidden_size = model.config.hidden_size
-        family = "roberta" if model_type == "xlm-roberta" else model_type
+        family = _SAME_LAYOUT.get(model_type, model_type)
         self._embed, self._layer, self._classify = _FAMILIES[family](model)
-        self.uses_token_type_ids = model_type in ("bert", "albert")
+        self.uses_token_type_ids = model_type in ("bert", "albert", "electra")
 
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor = None) -> torch.Tensor:
         return self._embed(input_ids, token_type_ids)
@@ -109,4 +110,18 @@ def _distilbert(model):
     return embed, lambda index: model.distilbert.transformer.layer[index], classify
 
 
-_FAMILIES: Dict[str, Callable] = {"bert": _bert, "roberta": _roberta, "albert": _albert, "distilbert": _distilbert}
+def _electra(model):
+    electra = model.electra
+
+    def embed(input_ids, token_type_ids):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        embedded = electra.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        # A checkpoint whose embedding size differs from its hidden size projects up, as ElectraModel does.
+        return electra.embeddings_project(embedded) if hasattr(electra, "embeddings_project") else embedded
+
+    return embed, lambda index: electra.encoder.layer[index], lambda hidden: model.classifier(hidden)
+
+
+_FAMILIES: Dict[str, Callable] = {"bert": _bert, "roberta": _roberta, "albert": _albert, "distilbert": _distilbert,
+                                  "electra": _electra}
