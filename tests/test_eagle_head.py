@@ -74,23 +74,30 @@ class PublishedEagleHead(nn.Module):
 
 
 def write_published_head(target_config, folder, seed=0, fmt="safetensors", with_embeddings=False, fc_bias=True,
-                         scale=1.0):
-    """Write a random EAGLE head for `target_config` in the published format; return the torch module."""
+                         scale=1.0, qkv_bias=False):
+    """Write a random EAGLE head for `target_config` in the published format; return the torch module.
+
+    `qkv_bias`: q/k/v projections with biases (a head for a Qwen2-like target), under a config that does not say so,
+    as such heads ship."""
     config = LlamaConfig(
         vocab_size=target_config.vocab_size, hidden_size=target_config.hidden_size,
         intermediate_size=target_config.intermediate_size, num_hidden_layers=1,
         num_attention_heads=target_config.num_attention_heads,
         num_key_value_heads=target_config.num_key_value_heads,
         max_position_embeddings=target_config.max_position_embeddings, rms_norm_eps=target_config.rms_norm_eps,
+        attention_bias=qkv_bias,
     )
     torch.manual_seed(seed)
     module = PublishedEagleHead(config, with_embeddings, fc_bias).eval()
+    if qkv_bias:
+        module.layers[0].self_attn.o_proj.bias = None
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.mul_(scale)
     folder.mkdir(parents=True, exist_ok=True)
     config_dict = config.to_dict()
     config_dict.pop("_attn_implementation", None)
+    config_dict.pop("attention_bias", None)
     (folder / "config.json").write_text(json.dumps(config_dict))
     state = {name: tensor.contiguous() for name, tensor in module.state_dict().items()
              if not name.startswith("rotary")}
@@ -111,12 +118,14 @@ def target(tiny_models):
     return path, AutoModelForCausalLM.from_pretrained(path).eval()
 
 
-@pytest.mark.parametrize("fmt,with_embeddings,fc_bias", [("safetensors", False, True), ("bin", True, False)])
+@pytest.mark.parametrize("fmt,with_embeddings,fc_bias,qkv_bias",
+                         [("safetensors", False, True, False), ("bin", True, False, False),
+                          ("safetensors", False, True, True)])
 def test_published_head_loads_and_computes_what_the_original_layout_computes(target, tmp_path, fmt,
-                                                                             with_embeddings, fc_bias):
+                                                                             with_embeddings, fc_bias, qkv_bias):
     _, model = target
     published = write_published_head(model.config, tmp_path / "head", fmt=fmt, with_embeddings=with_embeddings,
-                                     fc_bias=fc_bias)
+                                     fc_bias=fc_bias, qkv_bias=qkv_bias)
     head = load_eagle_head(tmp_path / "head", model)
     assert not head.has_input_layernorm and (head.fc.bias is not None) == fc_bias
     assert torch.equal(head.lm_head.weight, model.lm_head.weight)

@@ -246,12 +246,22 @@ def load_eagle_head(head_dir: Union[str, Path], target=None) -> EagleHead:
         )
     weights = read_head_weights(head_dir)
     weights = {name.removeprefix("model."): tensor for name, tensor in weights.items()}
+    if config.model_type == "llama":
+        # Heads for biased targets (Qwen2's q/k/v projections) ship biases with a LLaMA config: give the layer
+        # biases; the ones the head does not ship stay zero, which is no bias at all.
+        config.attention_bias = config.attention_bias or any(
+            name.startswith("layers.0.self_attn.") and name.endswith("_proj.bias") for name in weights)
+        config.mlp_bias = config.mlp_bias or any(
+            name.startswith("layers.0.mlp.") and name.endswith("_proj.bias") for name in weights)
     head = EagleHead(
         config,
         fc_bias="fc.bias" in weights,
         input_layernorm="layers.0.input_layernorm.weight" in weights,
     )
     expected = set(head.head_state_dict(include_embeddings=True))
+    for name in expected - set(weights):
+        if name.endswith("_proj.bias"):
+            weights[name] = torch.zeros_like(head.state_dict()[name])
     missing = sorted(expected - set(weights) - {"embed_tokens.weight"})
     unexpected = sorted(set(weights) - expected - {"lm_head.weight"})
     if missing or unexpected:
