@@ -64,13 +64,8 @@ class EagleHead(nn.Module):
 
     def __init__(self, config, fc_bias: bool = True, input_layernorm: bool = False):
         super().__init__()
-        from transformers import AutoModel
-
         config = _head_config(config)
-        check_head_family(config)
-        base = AutoModel.from_config(config)
-        if not all(hasattr(base, name) for name in ("embed_tokens", "layers", "rotary_emb")):
-            raise ValueError(_unsupported_family(config.model_type, "its layers are not laid out as Llama's"))
+        base = _head_base(config)
         self.config = config
         self.embed_tokens = base.embed_tokens
         self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=fc_bias)
@@ -147,12 +142,18 @@ def _unsupported_family(model_type: str, reason: str) -> str:
             "train-eagle` writes one for targets of any family).")
 
 
-def check_head_family(config) -> None:
-    """Raise a `ValueError` for a family whose decoder layer cannot serve as an EAGLE head here (a head config of
-    that family: a published head, or one trained elsewhere)."""
+def _head_base(config):
+    """The one-layer model of `config`'s family whose layer becomes the head; a `ValueError` saying why when that
+    family's layer cannot serve as one here."""
+    from transformers import AutoModel
+
     if any(getattr(config, key, None) for key in _MIXTURE_OF_EXPERTS_KEYS):
         raise ValueError(_unsupported_family(config.model_type, "its decoder layers are mixtures of experts, which "
                                                                 "this package does not export as a head"))
+    base = AutoModel.from_config(config)
+    if not all(hasattr(base, name) for name in ("embed_tokens", "layers", "rotary_emb")):
+        raise ValueError(_unsupported_family(config.model_type, "its layers are not laid out as Llama's"))
+    return base
 
 
 def eagle_config_from_target(target_config):
@@ -160,18 +161,13 @@ def eagle_config_from_target(target_config):
     one of its decoder layers can serve as the head; otherwise (GPT-2, GPT-NeoX, Falcon, mixture-of-experts, ...)
     a Llama-style layer of the target's sizes, as EAGLE's own code uses for every target. The head only has to
     read the target's features and embeddings: its layer need not be the target's kind."""
-    from transformers import AutoModel
-
     config = _head_config(target_config)
     try:
-        check_head_family(config)
-        base = AutoModel.from_config(config)
-        if all(hasattr(base, name) for name in ("embed_tokens", "layers", "rotary_emb")):
-            config.architectures = ["LlamaForCausalLM"] if config.model_type == "llama" else config.architectures
-            return config
+        _head_base(config)
     except ValueError:
-        pass
-    return _llama_style_config(target_config)
+        return _llama_style_config(target_config)
+    config.architectures = ["LlamaForCausalLM"] if config.model_type == "llama" else config.architectures
+    return config
 
 
 def _llama_style_config(target_config):
