@@ -50,7 +50,7 @@ def main():
     from optimum_dynexec.speculative.decoding import DecodingStats, speculative_decode
     from optimum_dynexec.speculative.eagle_decoding import TreeSettings
     from optimum_dynexec.speculative.kv_cache import DecoderSession
-    from optimum_dynexec.speculative.modeling import EXACT_PRECISION_CONFIG, OVSpeculativeModelForCausalLM
+    from optimum_dynexec.speculative.modeling import OVSpeculativeModelForCausalLM, target_ov_config
 
     fixture = build_causal_lm_fixture(args.size)
     tokenizer = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
@@ -61,7 +61,7 @@ def main():
     quantization = {"quantization_config": {"bits": 8}} if args.weight_format == "int8" else {}
 
     plain = OVModelForCausalLM.from_pretrained(fixture.target_dir, export=True,
-                                               ov_config={**EXACT_PRECISION_CONFIG, **ov_config}, **quantization)
+                                               ov_config=target_ov_config(ov_config), **quantization)
     heads = args.head.split(",")
     eagles = {Path(head).name: OVSpeculativeModelForCausalLM.from_pretrained(
         fixture.target_dir, export=True, ov_config=ov_config, eagle_head=head, **quantization) for head in heads}

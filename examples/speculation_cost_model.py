@@ -53,8 +53,8 @@ def main():
     from optimum_dynexec.weight_compression import compress_weights
     from optimum_dynexec.speculative.eagle_decoding import _rows
     from optimum_dynexec.speculative.kv_cache import DecoderSession, TreeDecoderSession
-    from optimum_dynexec.speculative.modeling import (EAGLE_HEAD_DEFAULT_COMPRESSION, EXACT_PRECISION_CONFIG,
-                                                      drafter_ov_config)
+    from optimum_dynexec.speculative.modeling import (EAGLE_HEAD_DEFAULT_COMPRESSION, drafter_ov_config,
+                                                      target_ov_config)
 
     fixture = build_causal_lm_fixture("benchmark")
     tokenizer = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
@@ -72,9 +72,7 @@ def main():
         function()
         return time.perf_counter() - started
 
-    # As the package compiles a draft: the caller's properties without the target's exact precision.
-    draft = OVModelForCausalLM.from_pretrained(fixture.draft_dir, export=True,
-                                               ov_config=drafter_ov_config({**EXACT_PRECISION_CONFIG, **ov_config}))
+    draft = OVModelForCausalLM.from_pretrained(fixture.draft_dir, export=True, ov_config=drafter_ov_config(ov_config))
     draft_session = DecoderSession.for_model(draft)
     draft_session.append(rng.integers(10, 4000, args.context))
 
@@ -97,11 +95,11 @@ def main():
             target.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             plain = OVModelForCausalLM.from_pretrained(folder, export=True,
-                                                       ov_config={**EXACT_PRECISION_CONFIG, **ov_config})
+                                                       ov_config=target_ov_config(ov_config))
             head = EagleHead(eagle_config_from_target(config)).attach_target(target)
             head_model = compress_weights(export_eagle_head(head), EAGLE_HEAD_DEFAULT_COMPRESSION)
             tree_target = core.compile_model(target_with_features(plain.model), "CPU",
-                                             {**EXACT_PRECISION_CONFIG, **ov_config})
+                                             target_ov_config(ov_config))
             head_compiled = core.compile_model(head_model, "CPU", ov_config)
 
             prompt = torch.from_numpy(rng.integers(10, 4000, (1, args.context)))

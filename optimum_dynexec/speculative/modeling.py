@@ -44,6 +44,12 @@ DRAFT_SUBFOLDER = "draft"
 EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
+def target_ov_config(user_ov_config: Optional[dict]) -> dict:
+    """OpenVINO properties of the target that verifies: exact precision unless the caller's `ov_config` says
+    otherwise, then the caller's."""
+    return {**EXACT_PRECISION_CONFIG, **(user_ov_config or {})}
+
+
 def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[dict] = None) -> dict:
     """OpenVINO properties of a drafter (a draft model, an EAGLE head): the caller's `ov_config` without its precision
     settings, then the drafter's own. A drafter only proposes, so its precision cannot change the output, and on the
@@ -173,7 +179,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 `compile`, `quantization_config`, `load_in_8bit`, ...), applied to the target and the draft.
         """
         user_ov_config = kwargs.get("ov_config")
-        kwargs["ov_config"] = {**EXACT_PRECISION_CONFIG, **(user_ov_config or {})}
+        kwargs["ov_config"] = target_ov_config(user_ov_config)
         model = super().from_pretrained(model_id, *args, **kwargs)
         if not isinstance(model, OVSpeculativeModelForCausalLM):
             # optimum-intel swaps in its own subclass for some architectures (phi3, bloom, gpt_bigcode, ...).
@@ -358,8 +364,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         when nothing drafts (plain decoding)."""
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
-                self.eagle.compile(self.model, self._device,
-                                   {**EXACT_PRECISION_CONFIG, **self._user_ov_config},
+                self.eagle.compile(self.model, self._device, target_ov_config(self._user_ov_config),
                                    drafter_ov_config(self._user_ov_config))
             return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         drafter = self._drafter_for(config, assistant_model)
