@@ -74,9 +74,9 @@ def main():
         previous_rows[id(session)] = rows
         seconds[(model_name, rows, changed)].append(time.perf_counter() - started)
 
-    def timed_run(session, inputs, visible=None, pad_to=0):  # EAGLE: target and head
+    def timed_run(session, inputs, visible=None, pad_to=0, last_logits_only=False):  # EAGLE: target and head
         started = time.perf_counter()
-        request = run(session, inputs, visible, pad_to)
+        request = run(session, inputs, visible, pad_to, last_logits_only)
         record("head" if "features" in inputs else "target", session, inputs["input_ids"].shape[-1], started)
         return request
 

@@ -34,6 +34,20 @@ def llama(tiny_models, tmp_path_factory):
     return target_dir, head_dir, model, plain
 
 
+def test_last_logits_only_scores_the_last_row_and_keeps_every_feature(tiny_models):
+    """`last_logits_only` (the prompt's prefill, the head's calls) gives the last row's logits of a full run."""
+    rewritten = target_with_features(ov.Core().read_model(tiny_models.ir("llama") / "openvino_model.xml"))
+    compiled = ov.Core().compile_model(rewritten, "CPU", {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
+    full, last = (TreeDecoderSession(compiled.create_infer_request()) for _ in range(2))
+    prompt = random_prompt(1, 12)[0].numpy()
+    full.run(_rows(input_ids=prompt, position_ids=np.arange(12)))
+    last.run(_rows(input_ids=prompt, position_ids=np.arange(12)), last_logits_only=True)
+    assert full.outputs("logits").shape[0] == 12 and last.outputs("logits").shape[0] == 1
+    assert np.allclose(last.outputs("logits")[0], full.outputs("logits")[-1], atol=1e-5)
+    assert not np.allclose(last.outputs("logits")[0], full.outputs("logits")[-2], atol=1e-2)
+    assert np.array_equal(last.outputs("hidden_states"), full.outputs("hidden_states"))
+
+
 def test_tree_session_keeps_exactly_the_accepted_path(tiny_models, llama):
     """After scoring a tree and keeping one path, the next token's logits equal a plain run of that sequence."""
     target_dir = llama[0]

@@ -224,7 +224,7 @@ def test_rewritten_target_returns_the_features_that_feed_lm_head(tiny_models, ta
     tokens = torch.randint(3, model.config.vocab_size, (1, 9))
     outputs = _run(compiled, {"input_ids": tokens.numpy(), "position_ids": np.arange(9)[None],
                               "attention_mask": np.ones((1, 9), np.int64), "beam_idx": np.zeros(1, np.int32),
-                              "tree_mask": additive_mask(np.tri(9, dtype=bool))})
+                              "tree_mask": additive_mask(np.tri(9, dtype=bool)), "logits_rows": np.arange(9)})
     with torch.no_grad():
         hidden = model.model(tokens).last_hidden_state
         logits = model.lm_head(hidden)

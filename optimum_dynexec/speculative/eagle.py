@@ -37,7 +37,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .kv_cache import TREE_MASK_INPUT
+from .kv_cache import LOGITS_ROWS_INPUT, TREE_MASK_INPUT
 
 
 HEAD_WEIGHTS_SAFETENSORS = "model.safetensors"
@@ -390,7 +390,8 @@ def target_with_features(ov_model):
 
     * a `tree_mask` input (`[1, 1, new rows, cache slots]`, additive f32) replaces the causal mask every attention
       layer computed from `attention_mask`, so each new row sees exactly the rows the tree says (its ancestors);
-    * a `hidden_states` output (`[1, n, hidden]`): the input of `lm_head`, the feature EAGLE drafts from.
+    * a `hidden_states` output (`[1, n, hidden]`): the input of `lm_head`, the feature EAGLE drafts from;
+    * a `logits_rows` input (`with_logits_rows`): the rows `logits` are computed for.
 
     Raises `ValueError` for graphs without one shared attention mask feeding `ScaledDotProductAttention`
     (exports that did not go through SDPA), saying what to do.
@@ -405,16 +406,41 @@ def target_with_features(ov_model):
     for op in attention:
         op.input(3).replace_source_output(tree_mask.output(0))
 
+    features = opset.result(_lm_head_matmul(ov_model).input(0).get_source_output())
+    features.output(0).get_tensor().set_names({"hidden_states"})
+    ov_model.add_results([features])
+    ov_model.add_parameters([tree_mask])
+    return with_logits_rows(ov_model)
+
+
+def _lm_head_matmul(ov_model):
     logits = next(output for output in ov_model.outputs if "logits" in output.get_names())
     node = logits.get_node().input(0).get_source_output().get_node()
     while node.get_type_name() != "MatMul":  # past any scaling / conversion after lm_head
         if node.get_input_size() == 0:
-            raise ValueError("Could not find the lm_head MatMul that produces the target's logits.")
+            raise ValueError("Could not find the lm_head MatMul that produces the logits.")
         node = node.input(0).get_source_output().get_node()
-    features = opset.result(node.input(0).get_source_output())
-    features.output(0).get_tensor().set_names({"hidden_states"})
-    ov_model.add_results([features])
-    ov_model.add_parameters([tree_mask])
+    return node
+
+
+def with_logits_rows(ov_model):
+    """Give the graph a `logits_rows` input (`[k]` int64): `lm_head` scores only those of the call's rows.
+
+    A prompt's prefill and the head's calls need the logits of their last row only, while `lm_head` is the largest
+    matrix of a one-layer head (45% of its per-row work, on every row of a prompt or of the accepted pairs fed back).
+    `hidden_states` still covers every row. Changes `ov_model` in place; a graph that has the input is returned as is.
+    """
+    import openvino as ov
+    import openvino.opset13 as opset
+
+    if any(LOGITS_ROWS_INPUT in port.get_names() for port in ov_model.inputs):
+        return ov_model
+    rows = opset.parameter(ov.PartialShape([-1]), ov.Type.i64, name=LOGITS_ROWS_INPUT)
+    rows.output(0).get_tensor().set_names({LOGITS_ROWS_INPUT})
+    lm_head = _lm_head_matmul(ov_model)
+    features = lm_head.input(0).get_source_output()
+    lm_head.input(0).replace_source_output(opset.gather(features, rows, axis=1).output(0))
+    ov_model.add_parameters([rows])
     ov_model.validate_nodes_and_infer_types()
     return ov_model
 
@@ -442,8 +468,8 @@ def export_eagle_head(head: EagleHead):
     """The head as a stateful OpenVINO model: its KV cache lives in the model's state, like optimum-intel's.
 
     Inputs: `input_ids` `[1, n]` (the token after each feature), `features` `[1, n, hidden]`, `position_ids`,
-    `tree_mask` (additive, `[1, 1, n, cache slots]`). Outputs: `logits`, `hidden_states` (the predicted next
-    features). It also takes `beam_idx`, as optimum-intel's graphs do. Made stateful the way optimum-intel makes its
+    `tree_mask` (additive, `[1, 1, n, cache slots]`), `logits_rows` (`with_logits_rows`). Outputs: `logits` (of those
+    rows), `hidden_states` (the predicted next features, every row). It also takes `beam_idx`, as optimum-intel's graphs do. Made stateful the way optimum-intel makes its
     exports stateful (a `beam_idx` gather before the cache, then the state transformation), because that is the pattern
     the CPU plugin fuses into one SDPA-with-KV-cache kernel: measured on the quick fixture's head, 0.56 ms per
     single-row call, against 2.2 ms stateless and 3.9 ms stateful without the gather.
@@ -464,4 +490,4 @@ def export_eagle_head(head: EagleHead):
     fuse_cache_reorder(ov_model, other_inputs, past, gather_dim=0)
     make_stateful(ov_model, other_inputs, past, [name.replace("past_key_values", "present") for name in past],
                   batch_dim=0)
-    return ov_model
+    return with_logits_rows(ov_model)

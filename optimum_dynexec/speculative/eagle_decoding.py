@@ -83,7 +83,7 @@ class EagleSpeculator:
         self.target.reset()
         self.head.reset()
 
-        self.target.run(_rows(input_ids=prompt, position_ids=np.arange(len(prompt))))
+        self.target.run(_rows(input_ids=prompt, position_ids=np.arange(len(prompt))), last_logits_only=True)
         stats.target_calls += 1
         pending = choose_token(self.target.outputs("logits")[-1], sampling, rng)
         # Pairs for the head: the target's feature at each cached position, with the token that followed it.
@@ -127,8 +127,10 @@ class EagleSpeculator:
         # already; padding them measured slower (2.6 s vs 2.4 s for 6 prompts x 96 tokens on the benchmark fixture).
         rows = max(settings.top_k, settings.depth + 1) if settings.top_k > 1 else 0
         start = head.length  # == length - 1 - len(pair_tokens)
+        # Only the last pair's logits draft; a tree keeps every row's so its calls all keep one input shape.
         head.run(_rows(input_ids=pair_tokens, features=pair_features,
-                       position_ids=np.arange(start, start + len(pair_tokens))), pad_to=rows)
+                       position_ids=np.arange(start, start + len(pair_tokens))), pad_to=rows,
+                 last_logits_only=settings.top_k == 1)
         committed = head.length
         if settings.top_k == 1:
             tree = self._draft_chain(min(settings.depth, settings.total_tokens), length)
@@ -191,7 +193,7 @@ class EagleSpeculator:
         for level in range(1, depth):
             feature = head.outputs("hidden_states")[-1:].copy()  # the request overwrites its outputs
             head.run(_rows(input_ids=tokens[level - 1 : level], features=feature,
-                           position_ids=np.array([length - 2 + level])))
+                           position_ids=np.array([length - 2 + level])), last_logits_only=True)
             tokens[level] = head.outputs("logits")[-1].argmax()
         return DraftTree.chain(tokens)
 

@@ -22,7 +22,7 @@ from ..fixtures.cache import atomic_directory
 from ..weight_compression import compress_weights
 
 from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, load_eagle_head, \
-    target_with_features
+    target_with_features, with_logits_rows
 from .eagle_decoding import EagleSpeculator, TreeSettings
 
 
@@ -89,7 +89,8 @@ class OVEagle:
         core = ov.Core()
         if tree is None and (folder / EAGLE_CONFIG).is_file():
             tree = TreeSettings(**json.loads((folder / EAGLE_CONFIG).read_text())["tree"])
-        return cls(core.read_model(folder / HEAD_IR), folder, tree or TreeSettings())
+        # `with_logits_rows`: heads saved before that input existed load too.
+        return cls(with_logits_rows(core.read_model(folder / HEAD_IR)), folder, tree or TreeSettings())
 
     @staticmethod
     def is_saved_in(folder: Union[str, Path]) -> bool:

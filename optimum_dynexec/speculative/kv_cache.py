@@ -169,6 +169,7 @@ def sequence_axis_is_supported(ov_model) -> Optional[str]:
 
 
 TREE_MASK_INPUT = "tree_mask"
+LOGITS_ROWS_INPUT = "logits_rows"
 _MASKED = np.float32(np.finfo(np.float32).min)
 
 
@@ -190,12 +191,14 @@ class TreeDecoderSession(DecoderSession):
     def __init__(self, request: ov.InferRequest):
         super().__init__(request, stateful=True)
         self._rows = 0  # real (unpadded) rows of the last run
-        if TREE_MASK_INPUT not in self._ports:
-            raise ValueError(f"The compiled model has no {TREE_MASK_INPUT!r} input: rewrite it with "
-                             "`eagle.target_with_features` first.")
+        self._logits_rows = 0  # rows the last run computed logits for
+        for name in (TREE_MASK_INPUT, LOGITS_ROWS_INPUT):
+            if name not in self._ports:
+                raise ValueError(f"The compiled model has no {name!r} input: build it with "
+                                 "`eagle.target_with_features` or `eagle.export_eagle_head`.")
 
     def run(self, inputs: Dict[str, np.ndarray], visible: Optional[np.ndarray] = None,
-            pad_to: int = 0) -> ov.InferRequest:
+            pad_to: int = 0, last_logits_only: bool = False) -> ov.InferRequest:
         """Append the rows of `inputs` (`input_ids` and `position_ids` `[1, n]`, and whatever else the graph takes,
         e.g. the head's `features`); return the request. Read its outputs with `outputs(name)`.
 
@@ -203,6 +206,7 @@ class TreeDecoderSession(DecoderSession):
         `pad_to`: run at least this many rows, the extra ones copies of the last row that only see themselves and
         are masked out at once. OpenVINO's CPU plugin re-plans a request whenever its input shape changes (~1 ms
         for a small graph, more than the call itself), so a caller whose row counts vary pads them to one size.
+        `last_logits_only`: compute `logits` for the last real row alone (`outputs("logits")` is then `[1, vocab]`).
         """
         count, start = inputs["input_ids"].shape[-1], self.length
         if visible is None:
@@ -223,6 +227,9 @@ class TreeDecoderSession(DecoderSession):
         for name, value in inputs.items():
             request.set_tensor(ports[name], ov.Tensor(np.ascontiguousarray(value), shared_memory=True))
         request.set_tensor(ports[TREE_MASK_INPUT], ov.Tensor(mask, shared_memory=True))
+        logits_rows = np.array([count - 1]) if last_logits_only else np.arange(count + padding)
+        self._logits_rows = 1 if last_logits_only else count
+        request.set_tensor(ports[LOGITS_ROWS_INPUT], ov.Tensor(logits_rows, shared_memory=True))
         if "attention_mask" in ports:  # only its length still matters to the rewritten graph
             request.set_tensor(ports["attention_mask"], ov.Tensor(self._slot_mask[: self._slot_count].reshape(1, -1),
                                                                   shared_memory=True))
@@ -231,8 +238,9 @@ class TreeDecoderSession(DecoderSession):
         return request
 
     def outputs(self, name: str) -> np.ndarray:
-        """Output `name` of the last `run` for its real rows, `[n, ...]` (a view, valid until the next run)."""
-        return self.request.get_tensor(name).data[0, : self._rows]
+        """Output `name` of the last `run` for its real rows, `[n, ...]` (a view, valid until the next run); `logits`
+        only for the rows that run computed them for."""
+        return self.request.get_tensor(name).data[0, : self._logits_rows if name == "logits" else self._rows]
 
     def keep(self, start: int, rows: np.ndarray) -> None:
         """Keep the first `start` rows of the sequence, then only `rows` (indices relative to `start`), in order."""
