@@ -23,6 +23,7 @@ from optimum_dynexec.speculative.eagle_decoding import _rows
 from optimum_dynexec.speculative.eagle_training import (
     EagleTrainingArguments,
     FeatureStore,
+    drafted_features,
     eagle_loss,
     generate_features,
     train_eagle_head,
@@ -272,6 +273,39 @@ def text_target(tmp_path_factory):
     return folder / "target", texts, text_file
 
 
+def test_unrolled_drafting_steps_are_what_the_head_computes_when_it_drafts(target):
+    """`drafted_features` step s, row i == the head fed the exact pairs 0..i, then drafting s - 1 more times on its
+    own predicted features (one row per call, attending to its cache), as the chain drafter does at inference."""
+    from optimum_dynexec.speculative.eagle_training import _GrowingCache
+
+    _, model = target
+    torch.manual_seed(0)
+    head = EagleHead(eagle_config_from_target(model.config)).attach_target(model).eval()
+    hidden_size = model.config.hidden_size
+    tokens = torch.randint(3, model.config.vocab_size, (2, 10))
+    features = torch.randn(2, 10, hidden_size)
+    with torch.no_grad():
+        steps = drafted_features(head, tokens, features, draft_steps=3)
+        assert [tuple(step.shape) for step in steps] == [(2, 9, hidden_size), (2, 8, hidden_size), (2, 7, hidden_size)]
+        for row, root in [(0, 0), (1, 3), (0, 6)]:
+            cache = _GrowingCache()
+            count = root + 1
+            predicted = head(tokens[row : row + 1, 1 : count + 1], features[row : row + 1, :count],
+                             torch.arange(count)[None], additive_mask_torch(np.tri(count, dtype=bool)), cache)[:, -1:]
+            assert torch.allclose(steps[0][row, root], predicted[0, 0], atol=1e-5)
+            for step in (2, 3):
+                position = root + step - 1
+                predicted = head(tokens[row : row + 1, root + step : root + step + 1], predicted,
+                                 torch.tensor([[position]]), torch.zeros(1, 1, 1, cache.get_seq_length() + 1), cache)
+                assert torch.allclose(steps[step - 1][row, root], predicted[0, 0], atol=1e-5)
+        # The unrolled steps differ from teacher forcing (a mask or position mistake could make them coincide).
+        assert not torch.allclose(steps[1][:, :8], steps[0][:, 1:9], atol=1e-3)
+
+
+def additive_mask_torch(visible: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(additive_mask(visible))
+
+
 def _agreement(head, store, windows):
     with torch.no_grad():
         tokens = torch.from_numpy(np.asarray(store.tokens[windows]))
@@ -285,7 +319,7 @@ def test_train_eagle_cli_writes_a_loadable_head_that_agrees_with_the_target(text
     command = [sys.executable, "-m", "optimum.commands.optimum_cli", "dynexec", "train-eagle", "--model",
                str(target_dir), "--dataset", str(text_file), "--output", str(output), "--sequence-length", "64",
                "--max-windows", "200", "--epochs", "4", "--batch-size", "8", "--learning-rate", "3e-3",
-               "--threads", "1"]
+               "--draft-steps", "2", "--threads", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors", "training_summary.json"]
@@ -301,6 +335,8 @@ def test_train_eagle_cli_writes_a_loadable_head_that_agrees_with_the_target(text
     untrained_agreement = _agreement(untrained, store, np.arange(len(store.tokens)))
     assert trained_agreement > max(0.04, 8 * untrained_agreement), (trained_agreement, untrained_agreement)
     assert abs(summary["validation_top1_agreement"] - trained_agreement) < 0.25
+    per_step = summary["validation_agreement_per_draft_step"]
+    assert len(per_step) == 4 and per_step[0] == summary["validation_top1_agreement"]
 
 
 def _held_out_windows(target_dir, text_file):
@@ -380,3 +416,5 @@ def test_self_distillation_ends_every_window_with_the_targets_greedy_continuatio
 def test_self_distillation_needs_a_prefix_to_continue():
     with pytest.raises(ValueError, match="generated_tokens"):
         EagleTrainingArguments(sequence_length=64, generated_tokens=64)
+    with pytest.raises(ValueError, match="draft_steps"):
+        EagleTrainingArguments(sequence_length=64, draft_steps=0)

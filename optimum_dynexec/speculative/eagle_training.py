@@ -38,6 +38,7 @@ from .self_distillation import greedy_continuation
 
 
 WORK_FOLDER = ".eagle-work"
+VALIDATION_DRAFT_STEPS = 4
 TRAINING_SUMMARY = "training_summary.json"
 
 
@@ -50,6 +51,8 @@ class EagleTrainingArguments:
     the target's greedy continuation of the rest (generated in float32, `generation_batch_size` windows at a time)
     instead of corpus text. `feature_weight` / `token_weight` weigh the regression and cross-entropy terms (the paper
     uses 1.0 / 0.1); `feature_noise` is the width of the uniform noise added to input features (the paper: 0.2).
+    `draft_steps` > 1 also trains the head on its own predicted features, unrolled that many drafting steps
+    (`drafted_features`), the situation of every drafted token after the first; each step costs about one more pass.
     """
 
     sequence_length: int = 512
@@ -68,8 +71,12 @@ class EagleTrainingArguments:
     seed: int = 0
     generated_tokens: int = 0
     generation_batch_size: int = 64
+    draft_steps: int = 1
 
     def __post_init__(self):
+        if not 1 <= self.draft_steps < self.sequence_length:
+            raise ValueError(f"`draft_steps` must be in [1, sequence_length={self.sequence_length}), got "
+                             f"{self.draft_steps}.")
         if not 0 <= self.generated_tokens < self.sequence_length:
             raise ValueError(f"`generated_tokens` must be in [0, sequence_length={self.sequence_length}), got "
                              f"{self.generated_tokens}: the target needs a prefix of the window to continue.")
@@ -195,27 +202,89 @@ def _causal_mask(length: int) -> torch.Tensor:
     return mask[None, None]
 
 
-def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
-               feature_weight: float = 1.0, token_weight: float = 0.1):
-    """The EAGLE training loss on a batch of windows (`tokens` `[b, T]`, target `features` `[b, T, hidden]`).
+class _GrowingCache:
+    """What the head's decoder layer calls `update` on: keeps every step's keys/values (with their gradients), so
+    a later drafting step attends to the rows earlier steps computed, as the head's KV cache does when drafting."""
 
-    Returns `(loss, feature_loss, token_loss, top1_accuracy)`; accuracy is how often the head's argmax token
-    equals the target's (the chance a first drafted token is accepted under greedy decoding).
+    def __init__(self):
+        self.key = self.value = None
+
+    def update(self, key, value, layer_idx=0, cache_kwargs=None):
+        if self.key is not None:
+            key = torch.cat([self.key, key.to(self.key.dtype)], dim=-2)
+            value = torch.cat([self.value, value.to(self.value.dtype)], dim=-2)
+        self.key, self.value = key, value
+        return key, value
+
+    def get_seq_length(self, layer_idx=0):
+        return 0 if self.key is None else self.key.shape[-2]
+
+
+def _drafting_step_mask(rows: int, earlier_step_rows: Sequence[int]) -> torch.Tensor:
+    """Additive mask of drafting step `s = len(earlier_step_rows) + 1` over the keys of steps 1..s.
+
+    Row `i` of every step belongs to the chain rooted at exact pair `i`: at step `s` it sees the exact pairs
+    `0..i` (step 1's rows) and the rows of its own chain at steps 2..s, i.e. row `i` of each, itself included.
     """
+    blocks = [torch.tril(torch.ones(rows, earlier_step_rows[0], dtype=torch.bool))]
+    for count in list(earlier_step_rows[1:]) + [rows]:
+        blocks.append(torch.eye(rows, count, dtype=torch.bool))
+    allowed = torch.cat(blocks, dim=1)
+    return torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)[None, None]
+
+
+def drafted_features(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, draft_steps: int = 1,
+                     noise: float = 0.0) -> List[torch.Tensor]:
+    """The head's predicted features at each of `draft_steps` drafting steps, for every root of the windows.
+
+    Step 1 is the teacher-forced pass of the EAGLE paper: row `i` reads the target's `f_i` and `x_{i+1}` and
+    predicts `f_{i+1}`. Step `s > 1` is the head drafting on its own predictions, as it does at inference (the
+    "training-time test" of EAGLE-3, arXiv 2503.01840): row `i` reads the feature that step `s - 1` predicted for
+    the same root and the token `x_{i+s}`, sits at position `i + s - 1`, sees the exact pairs up to `i` and its own
+    chain, and predicts `f_{i+s}`. Step `s` has `T - s` rows (`T` = window length): the roots whose next `s` features
+    exist. Returns one `[batch, T - s, hidden]` tensor per step; gradients flow through the whole unrolled chain.
+    """
+    length = tokens.shape[1] - 1
     inputs = features[:, :-1]
     if noise > 0:
         inputs = inputs + (torch.rand_like(inputs) - 0.5) * noise
-    length = tokens.shape[1] - 1
+    cache = _GrowingCache() if draft_steps > 1 else None
     positions = torch.arange(length)[None].expand(tokens.shape[0], -1)
-    predicted = head(tokens[:, 1:], inputs, positions, _causal_mask(length))
-    wanted = features[:, 1:]
-    feature_loss = F.smooth_l1_loss(predicted.float(), wanted.float())
-    with torch.no_grad():
-        target_probs = F.softmax(head.lm_head(wanted).float(), dim=-1)
-    log_q = F.log_softmax(head.lm_head(predicted).float(), dim=-1)
-    token_loss = -(target_probs * log_q).sum(-1).mean()
-    accuracy = (log_q.argmax(-1) == target_probs.argmax(-1)).float().mean()
-    return feature_weight * feature_loss + token_weight * token_loss, feature_loss, token_loss, accuracy
+    steps = [head(tokens[:, 1:], inputs, positions, _causal_mask(length), cache)]
+    rows_per_step = [length]
+    for step in range(2, draft_steps + 1):
+        rows = length - step + 1
+        positions = torch.arange(step - 1, step - 1 + rows)[None].expand(tokens.shape[0], -1)
+        steps.append(head(tokens[:, step : step + rows], steps[-1][:, :rows], positions,
+                          _drafting_step_mask(rows, rows_per_step), cache))
+        rows_per_step.append(rows)
+    return steps
+
+
+def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
+               feature_weight: float = 1.0, token_weight: float = 0.1, draft_steps: int = 1):
+    """The EAGLE training loss on a batch of windows (`tokens` `[b, T]`, target `features` `[b, T, hidden]`).
+
+    With `draft_steps > 1` the loss is the mean over the unrolled drafting steps of `drafted_features`.
+    Returns `(loss, feature_loss, token_loss, top1_accuracy)`, each a mean over steps, and `top1_accuracy` how often
+    the head's argmax token equals the target's (with one step: the chance a first drafted token is accepted
+    under greedy decoding).
+    """
+    totals = torch.zeros(3)
+    loss = 0.0
+    predictions = drafted_features(head, tokens, features, draft_steps, noise)
+    for step, predicted in enumerate(predictions, start=1):
+        wanted = features[:, step : step + predicted.shape[1]]
+        feature_loss = F.smooth_l1_loss(predicted.float(), wanted.float())
+        with torch.no_grad():
+            target_probs = F.softmax(head.lm_head(wanted).float(), dim=-1)
+        log_q = F.log_softmax(head.lm_head(predicted).float(), dim=-1)
+        token_loss = -(target_probs * log_q).sum(-1).mean()
+        accuracy = (log_q.argmax(-1) == target_probs.argmax(-1)).float().mean()
+        loss = loss + feature_weight * feature_loss + token_weight * token_loss
+        totals += torch.stack([feature_loss.detach(), token_loss.detach(), accuracy])
+    totals /= len(predictions)
+    return loss / len(predictions), totals[0], totals[1], totals[2]
 
 
 def train_eagle_head(
@@ -282,7 +351,8 @@ def train_eagle_head(
                                         floor=0.05)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arguments.bf16_autocast):
             loss, feature_loss, token_loss, accuracy = eagle_loss(
-                head, tokens, features, arguments.feature_noise, arguments.feature_weight, arguments.token_weight
+                head, tokens, features, arguments.feature_noise, arguments.feature_weight, arguments.token_weight,
+                arguments.draft_steps,
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -300,13 +370,14 @@ def train_eagle_head(
     head.eval()
 
     with torch.no_grad():
-        scores = []
+        scores, drafting = [], []
         for start in range(0, len(validation_ids), arguments.batch_size):
             ids = validation_ids[start : start + arguments.batch_size]
             tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
             features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
             _, feature_loss, token_loss, accuracy = eagle_loss(head, tokens, features)
             scores.append([feature_loss.item(), token_loss.item(), accuracy.item()])
+            drafting.append(_agreement_per_step(head, tokens, features, VALIDATION_DRAFT_STEPS))
         validation = np.mean(scores, axis=0)
     summary = {
         "steps": steps,
@@ -316,6 +387,8 @@ def train_eagle_head(
         "validation_feature_loss": round(float(validation[0]), 5),
         "validation_token_loss": round(float(validation[1]), 4),
         "validation_top1_agreement": round(float(validation[2]), 4),
+        # Drafting on its own features: agreement at steps 1..4 of a chain (step 1 is the figure above).
+        "validation_agreement_per_draft_step": [round(float(value), 4) for value in np.mean(drafting, axis=0)],
         "seconds": round(time.time() - started, 1),
         "arguments": dataclasses.asdict(arguments),
     }
@@ -326,6 +399,13 @@ def train_eagle_head(
     _write_json(output_dir / TRAINING_SUMMARY, summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def _agreement_per_step(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, steps: int) -> List[float]:
+    predictions = drafted_features(head, tokens, features, steps)
+    return [(head.lm_head(predicted).argmax(-1)
+             == head.lm_head(features[:, step : step + predicted.shape[1]]).argmax(-1)).float().mean().item()
+            for step, predicted in enumerate(predictions, start=1)]
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
