@@ -7,7 +7,9 @@ As in the EAGLE paper (arXiv 2401.15077, section 4): the head reads the target's
          + token_weight   * CrossEntropy(softmax(lm_head(f_{i+1})), log_softmax(lm_head(head(...))))
 
 with uniform noise added to the input features, so the head tolerates its own (imperfect) predicted features
-when it drafts several tokens ahead. The target is frozen; only `fc` and the decoder layer learn.
+when it drafts several tokens ahead. `draft_steps > 1` trains on those predicted features directly instead
+(`drafted_features`: the head's chain unrolled during training, EAGLE-3's "training-time test"). The target is
+frozen; only `fc` and the decoder layer learn.
 
 Self-distillation (`generated_tokens > 0`): the end of every window is replaced by the target's own greedy
 continuation of the window's beginning (`self_distillation.py` says why).
