@@ -116,7 +116,8 @@ def load_training_texts(dataset: Union[str, Path], split: str = "train", text_co
     return [str(text) for text in loaded[text_column]]
 
 
-def _token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Optional[int], seed: int) -> np.ndarray:
+def token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Optional[int], seed: int) -> np.ndarray:
+    """`[windows, length]` token ids: the texts (in a seeded order, EOS between documents) cut into windows."""
     eos = tokenizer.eos_token_id
     rng = np.random.default_rng(seed)
     # Documents in a seeded random order, tokenized in batches until there is enough text for `max_windows`.
@@ -313,7 +314,7 @@ def train_eagle_head(
         parameter.requires_grad_(False)
     config = target.config
 
-    windows = _token_windows(tokenizer, texts, arguments.sequence_length + 1, arguments.max_windows, arguments.seed)
+    windows = token_windows(tokenizer, texts, arguments.sequence_length + 1, arguments.max_windows, arguments.seed)
     validation_count = min(arguments.validation_windows, max(1, len(windows) // 10))
     store = FeatureStore(work, windows, config.hidden_size, arguments.generated_tokens)
     generate_features(target, store,
@@ -379,7 +380,7 @@ def train_eagle_head(
             features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
             _, feature_loss, token_loss, accuracy = eagle_loss(head, tokens, features)
             scores.append([feature_loss.item(), token_loss.item(), accuracy.item()])
-            drafting.append(_agreement_per_step(head, tokens, features, VALIDATION_DRAFT_STEPS))
+            drafting.append(agreement_per_draft_step(head, tokens, features, VALIDATION_DRAFT_STEPS))
         validation = np.mean(scores, axis=0)
     summary = {
         "steps": steps,
@@ -403,7 +404,8 @@ def train_eagle_head(
     return summary
 
 
-def _agreement_per_step(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, steps: int) -> List[float]:
+def agreement_per_draft_step(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, steps: int) -> List[float]:
+    """How often the head's token equals the target's at drafting steps 1..`steps` (`drafted_features`)."""
     predictions = drafted_features(head, tokens, features, steps)
     return [(head.lm_head(predicted).argmax(-1)
              == head.lm_head(features[:, step : step + predicted.shape[1]]).argmax(-1)).float().mean().item()
