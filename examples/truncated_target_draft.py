@@ -31,8 +31,8 @@ def main():
         DRAFT_SELF_DISTILLATION,
         RECIPES,
         SELF_DISTILLATION_FILE,
-        _self_distil_draft_into,
         build_causal_lm_fixture,
+        self_distil_draft_into,
     )
 
     fixture = build_causal_lm_fixture("benchmark")
@@ -52,8 +52,8 @@ def main():
     if args.windows:
         stage = dataclasses.replace(stage, windows=args.windows)
     # The stage trains whatever `draft_dir` holds: here, the truncated target instead of the corpus-distilled draft.
-    _self_distil_draft_into(output, dataclasses.replace(fixture, draft_dir=start), RECIPES["benchmark"], stage,
-                            progress=True)
+    self_distil_draft_into(output, dataclasses.replace(fixture, draft_dir=start), RECIPES["benchmark"], stage,
+                           progress=True)
     summary = json.loads((output / SELF_DISTILLATION_FILE).read_text())
     summary["draft"] = f"the target's first {args.layers} layers"
     summary["parameters"] = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(output / "draft").parameters())
