@@ -31,8 +31,8 @@ def main():
     from optimum_dynexec.fixtures import corpus
     from optimum_dynexec.fixtures.causal_lm import build_causal_lm_fixture
     from optimum_dynexec.speculative.eagle import load_eagle_head
-    from optimum_dynexec.speculative.eagle_training import FeatureStore, agreement_per_draft_step, \
-        generate_features, token_windows
+    from optimum_dynexec.speculative.eagle_training import FeatureStore, draft_step_scores, generate_features, \
+        token_windows
 
     fixture = build_causal_lm_fixture(args.size)
     tokenizer = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
@@ -52,7 +52,8 @@ def main():
                     ids = np.arange(start, min(start + 8, len(windows)))
                     tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
                     features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
-                    scores.append(agreement_per_draft_step(head, tokens, features, args.steps))
+                    scores.append([accuracy.item() for _, _, accuracy in
+                                   draft_step_scores(head, tokens, features, args.steps)])
             print(f"| {Path(head_dir).name} | {' | '.join(f'{value:.4f}' for value in np.mean(scores, axis=0))} |")
 
 

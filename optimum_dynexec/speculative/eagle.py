@@ -469,10 +469,11 @@ def export_eagle_head(head: EagleHead):
 
     Inputs: `input_ids` `[1, n]` (the token after each feature), `features` `[1, n, hidden]`, `position_ids`,
     `tree_mask` (additive, `[1, 1, n, cache slots]`), `logits_rows` (`with_logits_rows`). Outputs: `logits` (of those
-    rows), `hidden_states` (the predicted next features, every row). It also takes `beam_idx`, as optimum-intel's graphs do. Made stateful the way optimum-intel makes its
-    exports stateful (a `beam_idx` gather before the cache, then the state transformation), because that is the pattern
-    the CPU plugin fuses into one SDPA-with-KV-cache kernel: measured on the quick fixture's head, 0.56 ms per
-    single-row call, against 2.2 ms stateless and 3.9 ms stateful without the gather.
+    rows), `hidden_states` (the predicted next features, every row). It also takes `beam_idx`, as optimum-intel's
+    graphs do. Made stateful the way optimum-intel makes its exports stateful (a `beam_idx` gather before the cache,
+    then the state transformation), because that is the pattern the CPU plugin fuses into one SDPA-with-KV-cache
+    kernel: measured on the quick fixture's head, 0.56 ms per single-row call, against 2.2 ms stateless and 3.9 ms
+    stateful without the gather.
     """
     from optimum.exporters.openvino.stateful import fuse_cache_reorder, make_stateful
 

@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -264,19 +264,13 @@ def drafted_features(head: EagleHead, tokens: torch.Tensor, features: torch.Tens
     return steps
 
 
-def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
-               feature_weight: float = 1.0, token_weight: float = 0.1, draft_steps: int = 1):
-    """The EAGLE training loss on a batch of windows (`tokens` `[b, T]`, target `features` `[b, T, hidden]`).
-
-    With `draft_steps > 1` the loss is the mean over the unrolled drafting steps of `drafted_features`.
-    Returns `(loss, feature_loss, token_loss, top1_accuracy)`, each a mean over steps, and `top1_accuracy` how often
-    the head's argmax token equals the target's (with one step: the chance a first drafted token is accepted
-    under greedy decoding).
-    """
-    totals = torch.zeros(3)
-    loss = 0.0
-    predictions = drafted_features(head, tokens, features, draft_steps, noise)
-    for step, predicted in enumerate(predictions, start=1):
+def draft_step_scores(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, draft_steps: int = 1,
+                      noise: float = 0.0) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`(feature_loss, token_loss, top1_accuracy)` of each drafting step of `drafted_features`, against the target's
+    features `f_{i+s}`. `top1_accuracy` is how often the head's argmax token equals the target's (at step 1: the
+    chance a first drafted token is accepted under greedy decoding)."""
+    scores = []
+    for step, predicted in enumerate(drafted_features(head, tokens, features, draft_steps, noise), start=1):
         wanted = features[:, step : step + predicted.shape[1]]
         feature_loss = F.smooth_l1_loss(predicted.float(), wanted.float())
         with torch.no_grad():
@@ -284,10 +278,22 @@ def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, no
         log_q = F.log_softmax(head.lm_head(predicted).float(), dim=-1)
         token_loss = -(target_probs * log_q).sum(-1).mean()
         accuracy = (log_q.argmax(-1) == target_probs.argmax(-1)).float().mean()
-        loss = loss + feature_weight * feature_loss + token_weight * token_loss
-        totals += torch.stack([feature_loss.detach(), token_loss.detach(), accuracy])
-    totals /= len(predictions)
-    return loss / len(predictions), totals[0], totals[1], totals[2]
+        scores.append((feature_loss, token_loss, accuracy))
+    return scores
+
+
+def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
+               feature_weight: float = 1.0, token_weight: float = 0.1, draft_steps: int = 1):
+    """The EAGLE training loss on a batch of windows (`tokens` `[b, T]`, target `features` `[b, T, hidden]`).
+
+    With `draft_steps > 1` the loss is the mean over the unrolled drafting steps of `drafted_features`.
+    Returns `(loss, feature_loss, token_loss, top1_accuracy)`, each a mean over steps (`draft_step_scores`).
+    """
+    scores = draft_step_scores(head, tokens, features, draft_steps, noise)
+    loss = sum(feature_weight * feature_loss + token_weight * token_loss for feature_loss, token_loss, _ in scores)
+    feature_loss, token_loss, accuracy = (torch.stack([step[index].detach() for step in scores]).mean()
+                                          for index in range(3))
+    return loss / len(scores), feature_loss, token_loss, accuracy
 
 
 def train_eagle_head(
@@ -378,9 +384,9 @@ def train_eagle_head(
             ids = validation_ids[start : start + arguments.batch_size]
             tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
             features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
-            _, feature_loss, token_loss, accuracy = eagle_loss(head, tokens, features)
-            scores.append([feature_loss.item(), token_loss.item(), accuracy.item()])
-            drafting.append(agreement_per_draft_step(head, tokens, features, VALIDATION_DRAFT_STEPS))
+            per_step = draft_step_scores(head, tokens, features, VALIDATION_DRAFT_STEPS)
+            scores.append([value.item() for value in per_step[0]])
+            drafting.append([accuracy.item() for _, _, accuracy in per_step])
         validation = np.mean(scores, axis=0)
     summary = {
         "steps": steps,
@@ -402,14 +408,6 @@ def train_eagle_head(
     _write_json(output_dir / TRAINING_SUMMARY, summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary
-
-
-def agreement_per_draft_step(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, steps: int) -> List[float]:
-    """How often the head's token equals the target's at drafting steps 1..`steps` (`drafted_features`)."""
-    predictions = drafted_features(head, tokens, features, steps)
-    return [(head.lm_head(predicted).argmax(-1)
-             == head.lm_head(features[:, step : step + predicted.shape[1]]).argmax(-1)).float().mean().item()
-            for step, predicted in enumerate(predictions, start=1)]
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
