@@ -3,11 +3,11 @@
     python examples/early_exit_call_profile.py --model <exported early-exit folder> --data <folder with test.csv> \
         --threshold 0.37 [--precision bf16] [--rows 300]
 
-Classifies `--rows` test texts one at a time (as the benchmark's batch-1 pass does) with OpenVINO's per-node
-counters on (`PERF_COUNT`), and reports per segment call: wall time of `infer()`, the sum of its kernels' times,
-and per row the time outside the calls. Then, counters off, the same rows through the plain optimum-intel graph, the whole
-encoder in one call, and through all six segments (threshold 0). The figures quoted in docs/benchmarks.md (early
-exit, session 4: ~1.5 ms wall against ~0.74 ms of kernels per segment call) come from this script.
+Classifies `--rows` test texts one at a time (as the benchmark's batch-1 pass does), segment by segment with
+OpenVINO's per-node counters on (`PERF_COUNT`), and reports per segment call: wall time of `infer()`, the sum of its
+kernels' times, and per row the time outside the calls. Then, counters off, per row: the model's own batch-1 path
+(the single-row graph, one call), the same rows segment by segment, both at threshold 0 (every layer), and the plain
+optimum-intel graph. The figures quoted in docs/benchmarks.md (early exit, sessions 4 and 9) come from this script.
 """
 
 import argparse
@@ -60,17 +60,26 @@ def main():
             call(row)
         return (time.perf_counter() - started) / len(rows) * 1e3
 
+    def segment_by_segment(model, row, threshold):
+        return model._run_segments(row["input_ids"], row["attention_mask"], row.get("token_type_ids"), threshold)
+
+    early.compile()
     modeling._infer_shared = counted
-    early_ms = per_row_ms(lambda row: early(**row, entropy_threshold=args.threshold))
+    early_ms = per_row_ms(lambda row: segment_by_segment(early, row, args.threshold))
     modeling._infer_shared = infer_shared
     calls = totals["calls"]
     wall, kernels = totals["wall"] / calls * 1e3, totals["kernels"] / calls * 1e3
     calls_per_row = calls / (len(rows) + 30)
-    print(f"early exit, threshold {args.threshold}: {early_ms:.3f} ms per row, {calls_per_row:.2f} segment calls per row")
+    print(f"segment by segment, threshold {args.threshold}, counters on: {early_ms:.3f} ms per row, "
+          f"{calls_per_row:.2f} segment calls per row")
     print(f"  per segment call: infer() wall {wall:.3f} ms, of which kernels {kernels:.3f} ms")
     print(f"  outside the calls: {early_ms - calls_per_row * wall:.3f} ms per row")
-    print(f"without counters: early exit {per_row_ms(lambda row: uncounted(**row, entropy_threshold=args.threshold)):.3f}, "
-          f"all six segments (threshold 0) {per_row_ms(lambda row: uncounted(**row, entropy_threshold=0.0)):.3f} ms per row")
+    uncounted.compile()
+    for threshold in (args.threshold, 0.0):
+        single_row = per_row_ms(lambda row: uncounted(**row, entropy_threshold=threshold))
+        segments = per_row_ms(lambda row: segment_by_segment(uncounted, row, threshold))
+        print(f"counters off, threshold {threshold}: the model's batch-1 path (single-row graph) {single_row:.3f}, "
+              f"segment by segment {segments:.3f} ms per row")
     print(f"plain optimum-intel, whole graph: {per_row_ms(lambda row: plain(**row)):.3f} ms per row")
     print(f"median tokens per row: {np.median([row['input_ids'].shape[1] for row in rows]):.0f}")
 

@@ -56,6 +56,7 @@ def test_benchmark_report_is_consistent_with_its_own_measurements(tmp_path):
     )
     # f32: a padded batch and the rows run alone agree exactly on exits and predictions.
     assert result["batch_vs_single_same_exit_layer"] == 1.0 and result["batch_vs_single_same_prediction"] == 1.0
+    assert result["test_single_row_relative_accuracy"] == result["test_relative_accuracy"]
     for batch_size in ("1", "4"):
         timing = result["throughput"][batch_size]
         assert len(timing["seconds"]["plain"]) == len(timing["seconds"]["early_exit"]) == 2

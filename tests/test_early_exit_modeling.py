@@ -73,6 +73,33 @@ def test_runtime_exits_where_the_calibration_simulation_says(model, tokenizer):
         np.testing.assert_array_equal(output.exit_layers, exit_layers_at(entropies, threshold))
 
 
+def test_single_rows_exit_where_the_calibration_simulation_says_even_at_the_threshold(model, tokenizer):
+    """Rows alone take the single-row graph, whose float32 entropy is checked against numpy's float64 one: at a
+    threshold equal to (or a hair above) a row's own layer-1 entropy the row must still decide as calibrated."""
+    rows = [dict(tokenizer([text], return_tensors="np")) for text in TEXTS[:8]]
+    for row in rows:
+        entropies = normalised_entropies(model.exit_logits_per_layer(**row), model.early_exit_config.exit_temperatures)
+        thresholds = [float(entropies[0, 0]), float(np.nextafter(entropies[0, 0], 1.0)), float(entropies[1, 0]) + 1e-3]
+        for threshold in thresholds:
+            output = model(**row, entropy_threshold=threshold, output_exit_layers=True)
+            assert output.exit_layers[0] == exit_layers_at(entropies, threshold)[0], threshold
+
+
+def test_a_single_row_is_one_openvino_call_unless_it_sits_at_the_threshold(model, tokenizer, monkeypatch):
+    row = dict(tokenizer([TEXTS[0]], return_tensors="np"))
+    entropies = normalised_entropies(model.exit_logits_per_layer(**row), model.early_exit_config.exit_temperatures)
+    segment_runs = []
+    run_segments = model._run_segments
+    monkeypatch.setattr(model, "_run_segments", lambda *args: segment_runs.append(args) or run_segments(*args))
+    far_from_every_entropy = float(np.clip(entropies[1, 0] + 0.5 * (entropies[0, 0] - entropies[1, 0]), 0.0, 1.0))
+    for threshold in (0.0, far_from_every_entropy, 1.0):
+        expected = exit_layers_at(entropies, threshold)[0]
+        assert model(**row, entropy_threshold=threshold, output_exit_layers=True).exit_layers[0] == expected
+    assert segment_runs == []
+    model(**row, entropy_threshold=float(entropies[0, 0]))
+    assert len(segment_runs) == 1, "a row whose entropy equals the threshold must be decided on the segments"
+
+
 def test_threshold_one_leaves_every_row_at_the_first_layer(model, tokenizer):
     encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
     first_layer_logits = model.exit_logits_per_layer(**encoded)[0]
@@ -134,10 +161,12 @@ def test_load_in_8bit_compresses_every_segment(folder):
 
 @pytest.mark.parametrize("family", [family for family in FAMILIES if family != "bert"])
 def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
-    """Segments traced for RoBERTa/ALBERT/DistilBERT give PyTorch's logits at every exit (padded batch, f32)."""
+    """Segments traced for RoBERTa/ALBERT/DistilBERT give PyTorch's logits at every exit (padded batch, f32), and so
+    does the single-row graph chained from them."""
     from test_early_exit_helpers import base_classifier
 
     from optimum_dynexec.early_exit.export import convert_segments, segment_names
+    from optimum_dynexec.early_exit.single_row_graph import DECISION_MARGIN, build_single_row_graph
     from optimum_dynexec.early_exit.training import (
         ExitTrainingArguments,
         _forward_all_layers,
@@ -168,6 +197,22 @@ def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
         outputs = compiled(inputs)
         np.testing.assert_allclose(outputs["logits"], expected[layer - 1], atol=1e-4)
         hidden = outputs["hidden_states"] if layer < config.num_layers else None
+
+    # The same segments chained into the single-row graph: threshold 1 leaves at exit 1, threshold 0 runs them all.
+    single_row = core.compile_model(
+        build_single_row_graph([segments[name] for name in segment_names(config.num_layers)],
+                               config.exit_temperatures, config.num_labels), "CPU", F32)
+    length = int(batch["attention_mask"][0].sum())
+    row = {"input_ids": batch["input_ids"][:1, :length].numpy(), "attention_mask": batch["attention_mask"][:1, :length].numpy()}
+    if encoder.uses_token_type_ids:
+        row["token_type_ids"] = np.zeros_like(row["input_ids"])
+    entropies = normalised_entropies(np.stack([logits[:1] for logits in expected]), config.exit_temperatures)[:, 0]
+    for threshold, layer in ((1.0, 1), (0.0, config.num_layers)):
+        outputs = single_row({**row, "entropy_threshold": np.array(threshold, dtype=np.float32)})
+        assert abs(outputs["exit_layer"][0]) == layer
+        if outputs["exit_layer"][0] < 0:  # flagged as decided within the margin (left to the segments): only if it is
+            assert abs(entropies[layer - 1] - threshold) < 2 * DECISION_MARGIN
+        np.testing.assert_allclose(outputs["logits"], expected[layer - 1][:1], atol=1e-4)
 
 
 @pytest.mark.parametrize(

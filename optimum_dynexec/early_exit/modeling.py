@@ -4,6 +4,8 @@ Data flow of one call: tokens -> (embeddings +) layer 1 -> for each next layer s
 take the exit's logits and their (temperature-scaled, normalised) entropy, retire the rows under the threshold,
 compact the batch (and trim padding nobody needs any more) -> the logits of the layer each row left at.
 Rows never wait for slower rows, and a row's result does not depend on what else is in its batch.
+A single row takes one OpenVINO call instead: the same segments chained into one graph whose exits are `If` ops
+(`single_row_graph.py`), as the fixed cost of a call is a large share of a layer at batch 1.
 """
 
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .calibration import normalised_entropies
 from .config import EarlyExitConfig, validate_entropy_threshold
 from .export import export_early_exit, load_segments, quantize_segments, save_segments, segment_names
+from .single_row_graph import THRESHOLD_INPUT, build_single_row_graph
 
 
 @dataclass
@@ -59,6 +62,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         self.early_exit_config = early_exit_config
         self.exit_segments = exit_segments
         self._segment_requests = None
+        self._single_row_request = None
         super().__init__(model, config, **kwargs)
         if entropy_threshold is not None:
             self.entropy_threshold = entropy_threshold
@@ -127,14 +131,19 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         self.early_exit_config.save(save_directory)
 
     def compile(self):
-        """Compile the segments (the full model is only kept for saving and for plain optimum-intel loading)."""
+        """Compile the segments and the single-row graph built from them (the full model is only kept for saving and
+        for plain optimum-intel loading)."""
         if self._segment_requests is None:
             core = openvino.Core()
             ov_config = {**self.ov_config}
+            segments = [self.exit_segments[name] for name in segment_names(self.num_layers)]
             self._segment_requests = [
-                core.compile_model(self.exit_segments[name], self._device, ov_config).create_infer_request()
-                for name in segment_names(self.num_layers)
+                core.compile_model(segment, self._device, ov_config).create_infer_request() for segment in segments
             ]
+            single_row_graph = build_single_row_graph(
+                segments, self.early_exit_config.exit_temperatures, self.early_exit_config.num_labels
+            )
+            self._single_row_request = core.compile_model(single_row_graph, self._device, ov_config).create_infer_request()
             first_inputs = {name for port in self._segment_requests[0].model_inputs for name in port.get_names()}
             self._takes_token_type_ids = "token_type_ids" in first_inputs
         # The parent checks `self.request` to know it is compiled.
@@ -142,6 +151,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
 
     def clear_requests(self):
         self._segment_requests = None
+        self._single_row_request = None
         self.request = None
 
     # ----- inference ------------------------------------------------------------------------------------------
@@ -176,7 +186,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
             )
         token_type_ids = None if token_type_ids is None else _as_int64(token_type_ids, "token_type_ids")
         self.compile()
-        logits, exit_layers = self._run_segments(input_ids, attention_mask, token_type_ids, threshold)
+        run = self._run_single_row if input_ids.shape[0] == 1 else self._run_segments
+        logits, exit_layers = run(input_ids, attention_mask, token_type_ids, threshold)
         if not numpy_inputs:
             logits, exit_layers = torch.from_numpy(logits), torch.from_numpy(exit_layers)
         return EarlyExitSequenceClassifierOutput(logits=logits, exit_layers=exit_layers if output_exit_layers else None)
@@ -204,6 +215,16 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         if self._takes_token_type_ids:
             inputs["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         return inputs
+
+    def _run_single_row(self, input_ids, attention_mask, token_type_ids, threshold):
+        """One row through the single-row graph: one OpenVINO call. Rows it flags (entropy within its decision
+        margin of the threshold at their exit) go through the segments, which decide as the calibration does."""
+        inputs = self._first_segment_inputs(input_ids, attention_mask, token_type_ids)
+        inputs[THRESHOLD_INPUT] = np.array(threshold, dtype=np.float32)
+        logits, exit_layer = _infer_shared(self._single_row_request, inputs)
+        if exit_layer[0] < 0:
+            return self._run_segments(input_ids, attention_mask, token_type_ids, threshold)
+        return np.array(logits, dtype=np.float32), np.array(exit_layer, dtype=np.int64)
 
     def _run_segments(self, input_ids, attention_mask, token_type_ids, threshold):
         requests = self._segment_requests
