@@ -6,10 +6,11 @@
                                                        else: ... layer L + classifier: logits_L, L
       -> logits, exit_layer
 
-Why: at batch 1 each OpenVINO call costs a fixed ~0.3 ms here beyond its kernels (binding, and re-planning a request
-whose input shape changed since its last call), about a third of one MiniLM layer on a short text. Running segment by
-segment, a row pays that once per layer it runs, plus the Python between calls; in one graph it pays it once. Batches
-keep the segment-by-segment path, which drops the rows that have left (an `If` decides for the whole batch).
+Why: at batch 1 each OpenVINO call costs a fixed share beyond its kernels (binding, and re-planning a request whose
+input shape changed since its last call): ~0.5 ms of a ~1.45 ms MiniLM segment call in docs/benchmarks.md's profile
+(early exit, session 4). Running segment by segment, a row pays that once per layer it runs, plus the Python between
+calls; in one graph it pays it once. Batches keep the segment-by-segment path, which drops the rows that have left
+(an `If` decides for the whole batch).
 
 The graph gives the same exit layer as the segment path (and as the calibration that picked the threshold), not a
 neighbour: it computes the entropy in float32 where the segment path uses numpy's float64, so rows whose entropy
