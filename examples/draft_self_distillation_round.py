@@ -28,7 +28,6 @@ def main():
     from optimum_dynexec.fixtures.causal_lm import (
         DRAFT_SELF_DISTILLATION,
         RECIPES,
-        SELF_DISTILLATION_FILE,
         build_causal_lm_fixture,
         self_distil_draft_into,
     )
@@ -37,11 +36,8 @@ def main():
     changes = {"seed": args.seed, "windows": args.windows, "epochs": args.epochs, "learning_rate": args.learning_rate}
     stage = dataclasses.replace(DRAFT_SELF_DISTILLATION["benchmark"],
                                 **{name: value for name, value in changes.items() if value is not None})
-    output = Path(args.output)
-    self_distil_draft_into(output, fixture, RECIPES["benchmark"], stage, progress=True)
-    summary = json.loads((output / SELF_DISTILLATION_FILE).read_text())
-    summary["starting_draft"] = str(fixture.draft_dir)
-    (output / SELF_DISTILLATION_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    summary = self_distil_draft_into(Path(args.output), fixture, RECIPES["benchmark"], stage, progress=True,
+                                     notes={"starting_draft": str(fixture.draft_dir)})
     print(json.dumps({key: summary[key] for key in ("agreement_on_target_text_before", "agreement_on_target_text_after",
                                                     "draft_loss", "greedy_agreement", "seconds")}))
 

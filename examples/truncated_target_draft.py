@@ -30,7 +30,6 @@ def main():
     from optimum_dynexec.fixtures.causal_lm import (
         DRAFT_SELF_DISTILLATION,
         RECIPES,
-        SELF_DISTILLATION_FILE,
         build_causal_lm_fixture,
         self_distil_draft_into,
     )
@@ -52,12 +51,11 @@ def main():
     if args.windows:
         stage = dataclasses.replace(stage, windows=args.windows)
     # The stage trains whatever `draft_dir` holds: here, the truncated target instead of the corpus-distilled draft.
-    self_distil_draft_into(output, dataclasses.replace(fixture, draft_dir=start), RECIPES["benchmark"], stage,
-                           progress=True)
-    summary = json.loads((output / SELF_DISTILLATION_FILE).read_text())
-    summary["draft"] = f"the target's first {args.layers} layers"
-    summary["parameters"] = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(output / "draft").parameters())
-    (output / SELF_DISTILLATION_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    # Training changes the weights, not their count: the truncated target's count is the trained draft's.
+    notes = {"draft": f"the target's first {args.layers} layers",
+             "parameters": sum(parameter.numel() for parameter in target.parameters())}
+    summary = self_distil_draft_into(output, dataclasses.replace(fixture, draft_dir=start), RECIPES["benchmark"],
+                                     stage, progress=True, notes=notes)
     print(json.dumps({key: summary[key] for key in ("agreement_on_target_text_before", "agreement_on_target_text_after",
                                                     "draft_loss", "greedy_agreement", "parameters", "seconds")}))
 

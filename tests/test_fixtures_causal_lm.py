@@ -266,3 +266,13 @@ def test_warmup_cosine_rises_linearly_then_decays_to_its_floor():
     assert all(later <= earlier for earlier, later in zip(rates[10:], rates[11:]))
     assert rates[100] == pytest.approx(0.2)  # floor * peak at the last step
     assert warmup_cosine(0, 100, peak=1.0, warmup_steps=0, floor=0.0) == pytest.approx(1.0)  # no warm-up
+
+
+def test_self_distilling_another_draft_returns_its_summary_with_the_callers_notes(tiny_fixture, tmp_path):
+    _, fixture = tiny_fixture
+    stage = causal_lm.DRAFT_SELF_DISTILLATION["test"]
+    summary = causal_lm.self_distil_draft_into(tmp_path, fixture, causal_lm.RECIPES["test"], stage, progress=False,
+                                               notes={"starting_draft": "the fixture's"})
+    assert summary == json.loads((tmp_path / causal_lm.SELF_DISTILLATION_FILE).read_text())
+    assert summary["starting_draft"] == "the fixture's" and summary["pair"] == fixture.path.name
+    assert (tmp_path / "draft" / "model.safetensors").is_file()
