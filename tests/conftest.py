@@ -54,7 +54,10 @@ def _config(architecture: str, vocab_size: int = VOCAB_SIZE):
         return transformers.GPT2Config(n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=512, **tokens)
     # Beyond the families the issue names, each with a different way to place tokens: learned positions offset by
     # the attention mask (OPT), ALiBi from the mask (Bloom), multi-query attention (GPTBigCode), partial rotary
-    # (GPT-NeoX, GPT-J), a fused QKV with grouped KV heads (Falcon), QK-norm (Qwen3), and mixture-of-experts (Mixtral).
+    # (GPT-NeoX, GPT-J), a fused QKV with grouped KV heads (Falcon), QK-norm (Qwen3), and mixture-of-experts (Mixtral);
+    # and a sliding attention window much shorter than the tests' sequences (Mistral's default is 4096 tokens).
+    if architecture == "mistral-window":
+        return transformers.MistralConfig(**_DECODER, sliding_window=8, **tokens)
     if architecture == "opt":
         return transformers.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
                                       word_embed_proj_dim=32, max_position_embeddings=512, **tokens)
@@ -129,7 +132,7 @@ MODEL_BUILDERS: Dict[str, Callable] = {
     "small-vocab": lambda: _build_target("llama", SMALL_VOCAB_SIZE, seed=4),
 }
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "phi3")
-MORE_ARCHITECTURES = ("opt", "bloom", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "qwen3", "mixtral")
+MORE_ARCHITECTURES = ("opt", "bloom", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "qwen3", "mixtral", "mistral-window")
 MODEL_BUILDERS.update({architecture: functools.partial(_build_target, architecture)
                        for architecture in MORE_ARCHITECTURES})
 

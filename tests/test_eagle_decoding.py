@@ -91,8 +91,8 @@ class OracleSpeculator(EagleSpeculator):
     among decoy siblings; below that depth every child is wrong. Greedy verification must accept exactly the
     true part, whatever the tree's shape."""
 
-    def __init__(self, target, head, answer, prompt_length, rng):
-        super().__init__(target, head)
+    def __init__(self, target, head, answer, prompt_length, rng, target_window=None):
+        super().__init__(target, head, target_window=target_window)
         self.answer, self.prompt_length, self.rng = answer, prompt_length, rng
         self.designed = []
 
@@ -131,17 +131,18 @@ def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
     assert stats.mean_accepted_length > 2.0
 
 
-@pytest.mark.parametrize("architecture", ["qwen2", "gpt2", "mixtral"])
+@pytest.mark.parametrize("architecture", ["qwen2", "gpt2", "mixtral", "mistral-window"])
 def test_targets_of_other_families_verify_trees_exactly(tiny_models, architecture, tmp_path):
-    """Qwen2's own decoder layer serves as its head; GPT-2's (no rotary positions) and Mixtral's (experts) cannot,
-    so theirs is a Llama-style layer of the target's sizes. Either way the rewritten target verifies trees exactly:
-    a drafting head's greedy output equals plain decoding, and an oracle's true tokens are all accepted."""
+    """Qwen2's and Mistral's own decoder layers serve as their heads; GPT-2's (no rotary positions) and Mixtral's
+    (experts) cannot, so theirs is a Llama-style layer of the target's sizes. Either way the rewritten target
+    verifies trees exactly: a drafting head's greedy output equals plain decoding, and an oracle's true tokens are
+    all accepted. The Mistral target attends within an 8-token window, which the tree masks must apply."""
     from optimum_dynexec.speculative.eagle import EagleHead, eagle_config_from_target, save_eagle_head
 
     target_dir = tiny_models.checkpoint(architecture)
     target = AutoModelForCausalLM.from_pretrained(target_dir)
     config = eagle_config_from_target(target.config)
-    assert config.model_type == ("qwen2" if architecture == "qwen2" else "llama")
+    assert config.model_type == {"qwen2": "qwen2", "mistral-window": "mistral"}.get(architecture, "llama")
     torch.manual_seed(0)
     save_eagle_head(EagleHead(config).attach_target(target), tmp_path / "head")
     model = load_speculative(target_dir, export=True, eagle_head=tmp_path / "head")
@@ -150,7 +151,8 @@ def test_targets_of_other_families_verify_trees_exactly(tiny_models, architectur
     answer = np.array(new_tokens(plain, prompt, max_new_tokens=40))
     assert new_tokens(model, prompt, max_new_tokens=40) == answer.tolist()
     assert model.last_decoding_stats.drafted_tokens > 0
-    oracle = OracleSpeculator(*model.eagle._compiled, answer, 12, np.random.default_rng(1))
+    oracle = OracleSpeculator(*model.eagle._compiled, answer, 12, np.random.default_rng(1),
+                              target_window=model.eagle.target_window)
     stats = DecodingStats()
     assert oracle.decode(prompt[0].numpy(), 40, stats=stats).tolist() == answer.tolist()
     assert stats.accepted_lengths == [min(d, 40 - 2 - sum(stats.accepted_lengths[:i]) - i)

@@ -1,5 +1,6 @@
 """Greedy speculative generation is token-identical to plain `OVModelForCausalLM.generate()` on the same IR."""
 
+import numpy as np
 import pytest
 from optimum.intel import OVModelForCausalLM
 
@@ -136,3 +137,44 @@ def test_stateless_draft_at_the_cpus_default_precision(tiny_models):
         assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, **KEEP_DRAFTING) == expected
         assert model.last_decoding_stats.accepted_tokens > 0
 
+
+
+def test_attention_window_is_read_from_each_family_config():
+    """The window the sessions keep exact: set where some layer attends within a sliding window, `None` otherwise
+    (a wrong `None` on a windowed model gives silently different output past the window; see the `mistral-window`
+    cases above)."""
+    import transformers
+
+    from optimum_dynexec.speculative.kv_cache import attention_window
+
+    assert attention_window(transformers.MistralConfig()) == 4096  # Mistral's default window
+    assert attention_window(transformers.MistralConfig(sliding_window=None)) is None
+    assert attention_window(transformers.LlamaConfig()) is None
+    assert attention_window(transformers.Phi3Config()) is None
+    assert attention_window(transformers.Qwen2Config(sliding_window=8)) is None  # `use_sliding_window` is off
+    mixed = transformers.Qwen2Config(use_sliding_window=True, sliding_window=8, num_hidden_layers=2, max_window_layers=1)
+    assert attention_window(mixed) == 8  # one full layer, one windowed
+    full = transformers.Qwen2Config(use_sliding_window=True, sliding_window=8, num_hidden_layers=2, max_window_layers=2)
+    assert attention_window(full) is None
+    assert attention_window(transformers.GPTNeoConfig(window_size=16)) == 16  # its "local" layers
+
+
+def test_windowed_stateful_session_drops_masked_slots_once_past_the_window(tiny_models):
+    """Within the window, rejected tokens stay masked in the stateful cache; once the sequence outgrows the window,
+    the next call finds the cache rewritten without them, and its logits are a fresh run's."""
+    from optimum_dynexec.speculative.kv_cache import DecoderSession
+
+    target_dir = tiny_models.ir("mistral-window")
+    session = DecoderSession.for_model(load_plain(target_dir))
+    assert session.window == 8
+    tokens = random_prompt(4, 12)[0].numpy()
+    session.append(tokens[:5])
+    session.append(tokens[5:7])
+    session.rollback(6)  # 1 masked slot
+    session.append(tokens[6:7])  # 8 slots: still within the window
+    assert session.masked_slots == 1
+    logits = session.append(tokens[7:12]).copy()  # 13 slots with the masked one: past the window
+    assert session.masked_slots == 0 and session.length == 12
+
+    fresh = DecoderSession.for_model(load_plain(target_dir))
+    assert np.allclose(logits, fresh.append(tokens[:12])[7:], atol=1e-5)

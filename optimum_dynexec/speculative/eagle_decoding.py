@@ -57,10 +57,12 @@ class EagleSpeculator:
         target (`openvino.CompiledModel`): `target_with_features(...)`, compiled (f32 for exact greedy).
         head (`openvino.CompiledModel`): `export_eagle_head(...)`, compiled (any precision: it only proposes).
         settings (`TreeSettings`): the tree shape.
+        target_window (`int`, *optional*): the target's sliding attention window (`kv_cache.attention_window`).
     """
 
-    def __init__(self, target: ov.CompiledModel, head: ov.CompiledModel, settings: TreeSettings = TreeSettings()):
-        self.target = TreeDecoderSession(target.create_infer_request())
+    def __init__(self, target: ov.CompiledModel, head: ov.CompiledModel, settings: TreeSettings = TreeSettings(),
+                 target_window: Optional[int] = None):
+        self.target = TreeDecoderSession(target.create_infer_request(), window=target_window)
         self.head = TreeDecoderSession(head.create_infer_request())
         self.settings = settings
 

@@ -51,6 +51,7 @@ class OVEagle:
         self.head_folder = Path(head_folder)
         self.tree = tree
         self._compiled = None
+        self.target_window: Optional[int] = None  # the compiled target's sliding attention window, set by `compile`
 
     # ----------------------------------------------------------------------------------------------- building
 
@@ -110,12 +111,14 @@ class OVEagle:
     # ------------------------------------------------------------------------------------------------ running
 
     def compile(self, target_model: ov.Model, device: str = "CPU", target_config: Optional[dict] = None,
-                head_config: Optional[dict] = None) -> None:
+                head_config: Optional[dict] = None, target_window: Optional[int] = None) -> None:
         """Compile the tree-verifying rewrite of `target_model` (optimum-intel's stateful target graph) with
-        `target_config` (f32 for exact greedy), and the head with `head_config`."""
+        `target_config` (f32 for exact greedy), and the head with `head_config`. `target_window`: the target's
+        sliding attention window (`kv_cache.attention_window`), which the tree masks then apply."""
         core = ov.Core()
         self._compiled = (core.compile_model(target_with_features(target_model), device, target_config or {}),
                           core.compile_model(self.head_model, device, head_config or {}))
+        self.target_window = target_window
         self._speculator = None
 
     def speculator(self, tree: Optional[TreeSettings] = None) -> EagleSpeculator:
@@ -124,7 +127,7 @@ class OVEagle:
             raise ValueError("Call `compile()` before asking for a speculator.")
         tree = tree or self.tree
         if getattr(self, "_speculator", None) is None:
-            self._speculator = EagleSpeculator(*self._compiled, tree)
+            self._speculator = EagleSpeculator(*self._compiled, tree, target_window=self.target_window)
         self._speculator.settings = tree
         return self._speculator
 

@@ -9,7 +9,10 @@ need different mechanics:
   copied out; they stay in the cache and are *masked*: the 2D `attention_mask` input carries a 0 in their slot and
   `position_ids` are given explicitly, so every later query ignores them exactly (softmax weight 0), as if they had
   been trimmed. The cost is that masked slots still occupy memory and attention bandwidth, bounded by the number
-  of rejected draft tokens.
+  of rejected draft tokens. One exception: a model whose layers attend within a sliding window (Mistral, Gemma 2,
+  Qwen2 with `use_sliding_window`, ...) places that window by cache slot, so a masked slot inside it would push a
+  real token out. Once the sequence outgrows the window, such a session rewrites its state without the masked
+  slots before each call that needs it (`attention_window`).
 * **Stateless**: past keys/values are inputs and outputs; the session owns them as numpy arrays and trims them
   by slicing, which is free.
 
@@ -26,6 +29,25 @@ import openvino as ov
 _SEQUENCE_AXIS = 2  # past key/value layout [batch, heads, sequence, head_dim], as optimum-intel exports them
 
 
+def attention_window(config) -> Optional[int]:
+    """The sliding attention window (in tokens) of a transformers model config, `None` when every layer attends to
+    the whole sequence.
+
+    A query at position q sees the keys at positions k with q - k < window (transformers' `sliding_window_overlay`).
+    Models that mix full and windowed layers (`layer_types`) return their window: what speculation must keep exact
+    is the windowed layers.
+    """
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and not any("sliding" in str(kind) for kind in layer_types):
+        return None
+    window = getattr(config, "sliding_window", None)
+    if window is None and "local" in (getattr(config, "attention_layers", None) or ()):  # GPT-Neo's local layers
+        window = getattr(config, "window_size", None)
+    if window is None or isinstance(window, bool):
+        return None
+    return int(window) if int(window) > 0 else None
+
+
 class DecoderSession:
     """Decode one sequence (batch size 1) with an OpenVINO causal LM and roll its KV cache back on demand.
 
@@ -33,13 +55,16 @@ class DecoderSession:
         request (`openvino.InferRequest`): an infer request of the compiled causal LM. The session owns its state:
             do not run other sequences on it between `reset()` and the end of a generation.
         stateful (`bool`): whether the model keeps its KV cache in OpenVINO variables (optimum-intel's default).
+        window (`int`, *optional*): the model's sliding attention window (`attention_window(config)`); a stateful
+            session keeps its window exact by dropping masked slots from the state once the sequence outgrows it.
 
     `length` is the number of tokens of the sequence currently held by the cache (its logical length).
     """
 
-    def __init__(self, request: ov.InferRequest, stateful: bool):
+    def __init__(self, request: ov.InferRequest, stateful: bool, window: Optional[int] = None):
         self.request = request
         self.stateful = stateful
+        self.window = window
         model = request.get_compiled_model()
         # Inputs are bound with set_tensor on shared numpy memory: the generic `infer(dict)` dispatcher costs
         # ~0.2 ms per call, which is a large share of a small draft model's step.
@@ -66,7 +91,7 @@ class DecoderSession:
     def for_model(cls, ov_model) -> "DecoderSession":
         """A session on the infer request of an `optimum.intel.OVModelForCausalLM` (compiled on demand)."""
         ov_model.compile()
-        return cls(ov_model.request, stateful=ov_model.stateful)
+        return cls(ov_model.request, stateful=ov_model.stateful, window=attention_window(ov_model.config))
 
     def _past_names(self) -> List[str]:
         return [port.get_any_name() for port in self._past_inputs]
@@ -98,6 +123,8 @@ class DecoderSession:
         input_ids = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, count)
         request.set_tensor(ports["input_ids"], ov.Tensor(input_ids, shared_memory=True))
         if self.stateful:
+            if self.window is not None and self.masked_slots and self._slot_count + count > self.window:
+                self._compact()
             slots = self._claim_slots(count)
             self._slot_of_position[start : start + count] = slots
             attention_mask = self._slot_mask[: self._slot_count]
@@ -139,6 +166,27 @@ class DecoderSession:
     def masked_slots(self) -> int:
         """Stateful only: cache slots holding rolled-back tokens (kept, but masked out of attention)."""
         return self._slot_count - self.length if self.stateful else 0
+
+    def _compact(self) -> None:
+        """Stateful: rewrite the cache without its masked slots, so that slot i holds position i again.
+
+        Copies the whole cache out of and back into the model's state (what masking avoids elsewhere); only
+        windowed models need it, and only once the sequence outgrows the window: the graph places the window by
+        slot, and a masked slot inside it would push a real token out.
+        """
+        kept = self._slot_of_position[: self.length].copy()
+        for state in self.request.query_state():
+            value = state.state.data
+            axes = [axis for axis in range(1, value.ndim) if value.shape[axis] == self._slot_count]
+            axis = _SEQUENCE_AXIS if _SEQUENCE_AXIS in axes else axes[0] if len(axes) == 1 else None
+            if axis is None:
+                raise RuntimeError(f"Cannot tell the sequence axis of the KV state {state.name!r} of shape "
+                                   f"{list(value.shape)} ({self._slot_count} slots); export the model with "
+                                   "`stateful=False` to speculate with it.")
+            state.state = ov.Tensor(np.ascontiguousarray(np.take(value, kept, axis=axis)))
+        self._slot_mask[: self.length] = 1
+        self._slot_of_position[: self.length] = np.arange(self.length)
+        self._slot_count = self.length
 
     def _claim_slots(self, count: int) -> np.ndarray:
         needed = self._slot_count + count
@@ -185,11 +233,13 @@ class TreeDecoderSession(DecoderSession):
     graph, fused RoPE and SDPA kernels, with a `tree_mask` input in place of its causal mask) and the head from
     `eagle.export_eagle_head`. `tree_mask` is `[1, 1, new rows, cache slots]`, additive. Rows a verification drops
     (or a head's drafts) are masked out of every later call like rolled-back ones, through the same slot
-    bookkeeping: `keep(start, rows)` re-points the logical sequence at the slots of the kept rows.
+    bookkeeping: `keep(start, rows)` re-points the logical sequence at the slots of the kept rows. The mask
+    replaces the graph's own, sliding window included: `window` (the target's `attention_window`) restricts each row
+    to keys less than `window` positions behind it, as the model's windowed layers do.
     """
 
-    def __init__(self, request: ov.InferRequest):
-        super().__init__(request, stateful=True)
+    def __init__(self, request: ov.InferRequest, window: Optional[int] = None):
+        super().__init__(request, stateful=True, window=window)
         self._rows = 0  # real (unpadded) rows of the last run
         self._logits_rows = 0  # rows the last run computed logits for
         for name in (TREE_MASK_INPUT, LOGITS_ROWS_INPUT):
@@ -212,6 +262,10 @@ class TreeDecoderSession(DecoderSession):
         if visible is None:
             visible = np.ones((count, start + count), dtype=bool)
             visible[:, start:] = np.tri(count, dtype=bool)
+        if self.window is not None:  # the cached rows sit at their own positions, the new ones at `position_ids`
+            positions = inputs["position_ids"].reshape(-1)
+            distance = positions[:, None] - np.concatenate([np.arange(start), positions])[None, :]
+            visible = visible & (distance < self.window)
         padding = max(0, pad_to - count)
         new_slots = self._claim_slots(count + padding)
         self._slot_of_position[start : start + count] = new_slots[:count]

@@ -28,7 +28,7 @@ from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDraft
 from .eagle_decoding import TreeSettings
 from .eagle import attention_with_shared_mask
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
-from .kv_cache import DecoderSession, sequence_axis_is_supported
+from .kv_cache import DecoderSession, attention_window, sequence_axis_is_supported
 from .sampling import SamplingSettings
 
 
@@ -356,7 +356,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         self.compile()
         session = getattr(self, "_session", None)
         if session is None or session.request is not self.request:
-            self._session = DecoderSession(self.request, self.stateful)
+            self._session = DecoderSession(self.request, self.stateful, attention_window(self.config))
         return self._session
 
     def _speculator_for(self, config: GenerationConfig, assistant_model):
@@ -365,7 +365,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
                 self.eagle.compile(self.model, self._device, target_ov_config(self._user_ov_config),
-                                   drafter_ov_config(self._user_ov_config))
+                                   drafter_ov_config(self._user_ov_config), attention_window(self.config))
             return self.eagle.speculator(getattr(self, "_eagle_tree", None))
         drafter = self._drafter_for(config, assistant_model)
         return None if drafter is None else ChainSpeculator(self._target_session(), drafter)
