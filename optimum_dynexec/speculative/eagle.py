@@ -163,7 +163,8 @@ def eagle_config_from_target(target_config):
     read the target's features and embeddings: its layer need not be the target's kind."""
     config = _head_config(target_config)
     try:
-        _head_base(config)
+        with torch.device("meta"):  # only the layout is checked: allocate no weights (a large vocabulary's are GBs)
+            _head_base(config)
     except ValueError:
         return _llama_style_config(target_config)
     config.architectures = ["LlamaForCausalLM"] if config.model_type == "llama" else config.architectures
