@@ -166,6 +166,10 @@ def test_unsupported_targets_and_heads_get_a_clear_error(tiny_models, tmp_path):
     save_eagle_head(EagleHead(eagle_config_from_target(bloom.config)).attach_target(bloom), tmp_path / "head")
     with pytest.raises(ValueError, match="position_ids.*draft model"):
         load_speculative(tiny_models.checkpoint("bloom"), export=True, eagle_head=tmp_path / "head")
+    neo = AutoModelForCausalLM.from_pretrained(tiny_models.checkpoint("gpt_neo-window"))  # global + local layers
+    save_eagle_head(EagleHead(eagle_config_from_target(neo.config)).attach_target(neo), tmp_path / "neo-head")
+    with pytest.raises(ValueError, match="2 different masks.*draft model"):
+        load_speculative(tiny_models.checkpoint("gpt_neo-window"), export=True, eagle_head=tmp_path / "neo-head")
     for architecture, reason in (("mixtral", "mixtures of experts"), ("gpt2", "not laid out as Llama's")):
         with pytest.raises(ValueError, match=f"`{architecture}` family.*{reason}.*Llama-style config"):
             EagleHead(AutoConfig.from_pretrained(tiny_models.checkpoint(architecture)))

@@ -456,11 +456,20 @@ def attention_with_shared_mask(ov_model) -> list:
                          "ALiBi). Speculate with a draft model (`draft_model=`) or prompt lookup instead.")
     attention = [op for op in ov_model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]
     masks = {op.input(3).get_source_output() for op in attention if op.get_input_size() > 3}
+    if len(masks) > 1:
+        raise ValueError(
+            f"EAGLE replaces the target's attention mask by the draft tree's, but this target's layers use "
+            f"{len(masks)} different masks (e.g. local or sliding-window layers beside global ones, as in GPT-Neo "
+            "and Gemma 2), which one tree mask cannot stand for. Speculate with a draft model (`draft_model=`) or "
+            "prompt lookup instead."
+        )
     if not attention or len(masks) != 1 or any(op.get_input_size() <= 3 for op in attention):
         raise ValueError(
-            "EAGLE needs the target exported by optimum-intel with scaled-dot-product attention (one attention "
-            f"mask shared by all layers); this graph has {len(attention)} SDPA operations and {len(masks)} masks. "
-            "Re-export the target with `optimum-cli export openvino` / `export=True` using the current versions."
+            "EAGLE needs a target graph whose attention runs as OpenVINO `ScaledDotProductAttention` with an explicit "
+            f"mask; this graph has {len(attention)} such operations ({len(masks)} masks), as optimum-intel exports "
+            "some families (e.g. XGLM) or exported with older versions. Re-exporting with the current optimum-intel "
+            "(`export=True`) helps only in the latter case; otherwise speculate with a draft model (`draft_model=`) "
+            "or prompt lookup."
         )
     return attention
 
