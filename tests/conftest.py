@@ -55,9 +55,18 @@ def _config(architecture: str, vocab_size: int = VOCAB_SIZE):
     # Beyond the families the issue names, each with a different way to place tokens: learned positions offset by
     # the attention mask (OPT), ALiBi from the mask (Bloom), multi-query attention (GPTBigCode), partial rotary
     # (GPT-NeoX, GPT-J), a fused QKV with grouped KV heads (Falcon), QK-norm (Qwen3), and mixture-of-experts (Mixtral);
-    # and a sliding attention window much shorter than the tests' sequences (Mistral's default is 4096 tokens).
+    # ALiBi counted by cache slot, with no `position_ids` input (MPT); and sliding attention windows much shorter
+    # than the tests' sequences, on every layer (Mistral, whose default is 4096 tokens) or on alternate "local"
+    # layers (GPT-Neo, 256 by default).
+    if architecture == "mpt":
+        return transformers.MptConfig(d_model=32, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=512,
+                                      tie_word_embeddings=False, **tokens)
     if architecture == "mistral-window":
         return transformers.MistralConfig(**_DECODER, sliding_window=8, **tokens)
+    if architecture == "gpt_neo-window":
+        return transformers.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                                         attention_types=[[["global", "local"], 1]], window_size=8,
+                                         max_position_embeddings=512, **tokens)
     if architecture == "opt":
         return transformers.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
                                       word_embed_proj_dim=32, max_position_embeddings=512, **tokens)
@@ -103,9 +112,18 @@ def _perturb(model, relative_noise: float, seed: int) -> None:
             parameter.add_(torch.randn(parameter.shape, generator=generator) * parameter.std() * relative_noise)
 
 
-def _build_target(architecture: str, vocab_size: int = VOCAB_SIZE, seed: int = 0, logit_std: float = 4.0):
+def _build_target(architecture: str, vocab_size: int = VOCAB_SIZE, seed: int = 0, logit_std: float = 4.0,
+                  boost: float = 1.0):
+    """`boost` scales every matrix but the embeddings: attention gets sharp, so where a token sits (its position,
+    its ALiBi distance, whether it is inside a window) changes the output, which a random tiny model's near-uniform
+    attention hides."""
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(_config(architecture, vocab_size))
+    with torch.no_grad():
+        embeddings = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+        for parameter in model.parameters():
+            if parameter.dim() > 1 and id(parameter) not in embeddings:
+                parameter.mul_(boost)
     _sharpen(model, logit_std)
     return model
 
@@ -132,9 +150,12 @@ MODEL_BUILDERS: Dict[str, Callable] = {
     "small-vocab": lambda: _build_target("llama", SMALL_VOCAB_SIZE, seed=4),
 }
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "phi3")
-MORE_ARCHITECTURES = ("opt", "bloom", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "qwen3", "mixtral", "mistral-window")
+MORE_ARCHITECTURES = ("opt", "bloom", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "qwen3", "mixtral", "mpt", "mistral-window",
+                      "gpt_neo-window")
 MODEL_BUILDERS.update({architecture: functools.partial(_build_target, architecture)
                        for architecture in MORE_ARCHITECTURES})
+MODEL_BUILDERS.update({architecture: functools.partial(_build_target, architecture, boost=3.0)
+                       for architecture in ("mpt", "gpt_neo-window")})
 
 
 def architecture_cases(architectures=ARCHITECTURES + MORE_ARCHITECTURES):
@@ -202,7 +223,10 @@ class TinyModels:
             path = cache / f"{name}-{'stateful' if stateful else 'stateless'}-{_export_key(checkpoint, stateful)}"
             if not (path / "openvino_model.xml").is_file():
                 with atomic_directory(path) as staging, _fast_export():
-                    model = OVModelForCausalLM.from_pretrained(checkpoint, export=True, stateful=stateful, compile=False)
+                    # f32 cache ports: loaded at a bf16 CPU's default, a stateless model's IR is saved rounding its
+                    # cache to bf16 (`cache_rounded_to_16_bits`), where greedy identity holds only up to near-ties.
+                    model = OVModelForCausalLM.from_pretrained(checkpoint, export=True, stateful=stateful, compile=False,
+                                                               ov_config=dict(EXACT_PRECISION_CONFIG))
                     assert model.stateful == stateful
                     model.save_pretrained(staging)
             self._irs[key] = path
@@ -210,7 +234,7 @@ class TinyModels:
 
 
 def _export_key(checkpoint: Path, stateful: bool) -> str:
-    digest = hashlib.sha256(f"stateful={stateful}".encode())
+    digest = hashlib.sha256(f"stateful={stateful}".encode() + (b"" if stateful else b", f32 cache ports"))
     for package in ("optimum-intel", "optimum", "openvino", "transformers", "torch", "nncf"):
         digest.update(f"{package}=={importlib.metadata.version(package)}".encode())
     for file in sorted(checkpoint.iterdir()):

@@ -1,6 +1,7 @@
 """Greedy speculative generation is token-identical to plain `OVModelForCausalLM.generate()` on the same IR."""
 
 import numpy as np
+import openvino as ov
 import pytest
 from optimum.intel import OVModelForCausalLM
 
@@ -178,3 +179,28 @@ def test_windowed_stateful_session_drops_masked_slots_once_past_the_window(tiny_
 
     fresh = DecoderSession.for_model(load_plain(target_dir))
     assert np.allclose(logits, fresh.append(tokens[:12])[7:], atol=1e-5)
+
+
+def test_a_stateless_ir_that_rounds_its_cache_is_flagged_at_load(tiny_models, tmp_path, caplog):
+    """optimum-intel saves a stateless model loaded at bf16 with its cache rounded to bf16 inside the graph, where
+    speculation can differ from plain decoding at near-ties: loading such an IR warns and says how to re-export.
+    The test suite's IRs, and this package's own export, keep an f32 cache."""
+    from optimum_dynexec.speculative.kv_cache import cache_rounded_to_16_bits
+
+    rounding = OVModelForCausalLM.from_pretrained(tiny_models.checkpoint("llama"), export=True, stateful=False,
+                                                  compile=False, ov_config={"INFERENCE_PRECISION_HINT": "bf16"})
+    rounding.save_pretrained(tmp_path / "rounding")
+    with caplog.at_level("WARNING"):
+        model = load_speculative(tmp_path / "rounding")
+    assert len(cache_rounded_to_16_bits(model.model)) == 4  # 2 layers x (key, value)
+    assert "rounds its KV cache to 16 bits" in caplog.text and "export=True" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        plain_ir = load_speculative(tiny_models.ir("llama", stateful=False))
+    assert not cache_rounded_to_16_bits(plain_ir.model) and "rounds its KV cache" not in caplog.text
+    ours = OVSpeculativeModelForCausalLM.from_pretrained(tiny_models.checkpoint("llama"), export=True, stateful=False,
+                                                         compile=False)
+    ours.save_pretrained(tmp_path / "ours")
+    assert not cache_rounded_to_16_bits(ov.Core().read_model(tmp_path / "ours" / "openvino_model.xml"))
+    assert len(cache_rounded_to_16_bits(ov.Core().read_model(tmp_path / "rounding" / "openvino_model.xml"))) == 4

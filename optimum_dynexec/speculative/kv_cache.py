@@ -9,10 +9,12 @@ need different mechanics:
   copied out; they stay in the cache and are *masked*: the 2D `attention_mask` input carries a 0 in their slot and
   `position_ids` are given explicitly, so every later query ignores them exactly (softmax weight 0), as if they had
   been trimmed. The cost is that masked slots still occupy memory and attention bandwidth, bounded by the number
-  of rejected draft tokens. One exception: a model whose layers attend within a sliding window (Mistral, Gemma 2,
-  Qwen2 with `use_sliding_window`, ...) places that window by cache slot, so a masked slot inside it would push a
-  real token out. Once the sequence outgrows the window, such a session rewrites its state without the masked
-  slots before each call that needs it (`attention_window`).
+  of rejected draft tokens. Two exceptions, where the graph reads a token's cache slot as its position: a model
+  whose layers attend within a sliding window (Mistral, Qwen2 with `use_sliding_window`, GPT-Neo's local layers,
+  ...) places that window by slot, so a masked slot inside it would push a real token out; and a graph without a
+  `position_ids` input may count positions by slot (MPT's ALiBi does; BLOOM's counts the mask). There the session
+  rewrites its state without the masked slots before a call that needs it: once the sequence outgrows the window
+  (`attention_window`), and before every call for graphs without `position_ids`.
 * **Stateless**: past keys/values are inputs and outputs; the session owns them as numpy arrays and trims them
   by slicing, which is free.
 
@@ -57,6 +59,7 @@ class DecoderSession:
         stateful (`bool`): whether the model keeps its KV cache in OpenVINO variables (optimum-intel's default).
         window (`int`, *optional*): the model's sliding attention window (`attention_window(config)`); a stateful
             session keeps its window exact by dropping masked slots from the state once the sequence outgrows it.
+            A stateful graph without `position_ids` drops them before every call, whatever the window.
 
     `length` is the number of tokens of the sequence currently held by the cache (its logical length).
     """
@@ -74,6 +77,9 @@ class DecoderSession:
             port for port in model.inputs if port.get_any_name().startswith("past_key_values")
         ]
         self._present_names = [name.replace("past_key_values", "present") for name in self._past_names()]
+        # Masked slots are exact while nothing reads a token's slot as its position: up to the window, and never in
+        # a graph that is not told positions (see the module docstring). Past this many slots, drop them first.
+        self._dense_beyond = 0 if "position_ids" not in self._ports else window
         # numpy has no bf16: a bf16 cache (optimum-intel's stateless default on bf16 CPUs) is held as float16-typed
         # bits and retyped when bound, which is also how optimum-intel passes it.
         self._past_types = {port.get_any_name(): port.get_element_type() for port in self._past_inputs}
@@ -123,7 +129,7 @@ class DecoderSession:
         input_ids = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, count)
         request.set_tensor(ports["input_ids"], ov.Tensor(input_ids, shared_memory=True))
         if self.stateful:
-            if self.window is not None and self.masked_slots and self._slot_count + count > self.window:
+            if self._dense_beyond is not None and self.masked_slots and self._slot_count + count > self._dense_beyond:
                 self._compact()
             slots = self._claim_slots(count)
             self._slot_of_position[start : start + count] = slots
@@ -171,8 +177,8 @@ class DecoderSession:
         """Stateful: rewrite the cache without its masked slots, so that slot i holds position i again.
 
         Copies the whole cache out of and back into the model's state (what masking avoids elsewhere); only
-        windowed models need it, and only once the sequence outgrows the window: the graph places the window by
-        slot, and a masked slot inside it would push a real token out.
+        graphs that read slots as positions need it (windowed models past their window, graphs without
+        `position_ids`).
         """
         kept = self._slot_of_position[: self.length].copy()
         for state in self.request.query_state():
@@ -214,6 +220,26 @@ def sequence_axis_is_supported(ov_model) -> Optional[str]:
             if shape.rank.get_length() != 4 or not shape[_SEQUENCE_AXIS].is_dynamic:
                 return f"past key/value input {name!r} has layout {shape}, expected [batch, heads, sequence, dim]"
     return None
+
+
+def cache_rounded_to_16_bits(ov_model) -> List[str]:
+    """The past key/value inputs of a stateless graph that the graph itself rounds to 16 bits before use.
+
+    optimum-intel gives a stateless model bf16 cache ports when it loads it on a bf16 CPU, and `save_pretrained`
+    restores f32 ports by inserting a conversion: the saved IR then rounds every cached key and value to bf16, in
+    every later load. Plain decoding rounds each token's keys and values once it is cached, while a verification
+    uses the drafted tokens' own unrounded ones within its call, so at near-ties the two can choose differently.
+    """
+    rounded = []
+    for port in ov_model.inputs:
+        name = port.get_any_name()
+        if name.startswith("past_key_values") and any(
+            target.get_node().get_type_name() == "Convert"
+            and target.get_node().get_output_element_type(0) in (ov.Type.bf16, ov.Type.f16)
+            for target in port.get_target_inputs()
+        ):
+            rounded.append(name)
+    return rounded
 
 
 TREE_MASK_INPUT = "tree_mask"

@@ -28,7 +28,7 @@ from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDraft
 from .eagle_decoding import TreeSettings
 from .eagle import attention_with_shared_mask
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
-from .kv_cache import DecoderSession, attention_window, sequence_axis_is_supported
+from .kv_cache import DecoderSession, attention_window, cache_rounded_to_16_bits, sequence_axis_is_supported
 from .sampling import SamplingSettings
 
 
@@ -186,6 +186,14 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             model.__class__ = _speculative_variant(type(model))
             model._attach_draft(None)
             model._attach_eagle(None)
+        if not model.stateful and cache_rounded_to_16_bits(model.model):
+            logger.warning(
+                "This stateless IR rounds its KV cache to 16 bits inside the graph (optimum-intel saves it so when a "
+                "stateless model was loaded at bf16 before `save_pretrained`): speculative greedy output can then "
+                "differ from plain decoding where two tokens are nearly tied. For token-identical output, export "
+                "the target with `OVSpeculativeModelForCausalLM.from_pretrained(checkpoint, export=True, "
+                "stateful=False)` (or `ov_config={'INFERENCE_PRECISION_HINT': 'f32'}`), or use a stateful export."
+            )
 
         if draft_model is None:
             saved_draft = Path(model_id) / DRAFT_SUBFOLDER
