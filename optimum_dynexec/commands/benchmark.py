@@ -4,6 +4,8 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from ..extras import install_hint, missing_extra
+
 
 class BenchmarkCommand(BaseOptimumCLICommand):
     COMMAND = CommandInfo(name="benchmark", help="Time plain vs dynamic execution on the same OpenVINO model.")
@@ -33,6 +35,9 @@ class BenchmarkCommand(BaseOptimumCLICommand):
         for name in ("prompts_per_task", "max_new_tokens", "repeats"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+        # openvino-genai only adds comparison rows, so its absence is a note rather than an error.
+        if missing_extra("genai") is not None:
+            print(f"openvino-genai is not installed, its rows are skipped ({install_hint('genai')}).")
         ov_config = None if args.precision == "f32" else {}
         results, context, output = run_fixture_benchmark(
             args.fixture, args.prompts_per_task, args.max_new_tokens, args.repeats, args.tasks, ov_config, args.output

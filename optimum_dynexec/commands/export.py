@@ -1,7 +1,10 @@
 """`optimum-cli export dynexec`: export a model with its dynamic-execution parts, in the `save_pretrained` layout."""
 
 import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Dict, Optional
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
@@ -9,6 +12,76 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 logger = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = ("fp32", "int8", "int4")
+
+# A value ending like a weights or graph file names a file on disk: no Hugging Face Hub id looks like that.
+MODEL_FILE_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".xml", ".json")
+
+
+class ModelArgumentError(ValueError):
+    """A model option (`--model`, `--draft-model`, `--eagle-head`) cannot be used as given: a usage error."""
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether `value` can only mean a local path, never a Hugging Face Hub id (`name` or `org/name`)."""
+    return (
+        os.path.isabs(value)
+        or value.startswith((".", "~"))
+        or max(value.count("/"), value.count(os.sep)) > 1
+        or value.lower().endswith(MODEL_FILE_SUFFIXES)
+    )
+
+
+def resolve_model_argument(value: Optional[str], option: str) -> Optional[str]:
+    """The value of a model option to load from: an existing local path (with `~` expanded) or a Hub id.
+
+    Raises `ModelArgumentError` naming `option` when `value` looks like a path that does not exist or is not a valid
+    Hub id; nothing is loaded (no network) so this runs before any heavy import or write.
+    """
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.exists():
+        return str(path)
+    if looks_like_path(value):
+        raise ModelArgumentError(
+            f"`{option}` {value!r} is neither a local folder nor loadable: {path.absolute()} does not exist."
+        )
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as error:
+        raise ModelArgumentError(
+            f"`{option}` {value!r} is neither a local folder nor a valid Hugging Face Hub model id ({error})"
+        ) from error
+    return value
+
+
+@contextmanager
+def model_load_errors(options: Dict[str, Optional[str]]):
+    """Turn a failed load of the models given as `options` ({"--model": value, ...}) into a `ModelArgumentError`.
+
+    The options whose value is not a local path are the ones the Hub was asked for, so they are the ones named; the
+    original error stays chained (and its first line quoted) for what the Hub or transformers said.
+    """
+    import httpx
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        yield
+    except (OSError, HFValidationError, httpx.HTTPError) as error:
+        given = {option: value for option, value in options.items() if value is not None}
+        remote = {option: value for option, value in given.items() if not Path(value).exists()}
+        named = remote or given
+        subject = ", ".join(f"`{option}` {value!r}" for option, value in named.items())
+        plural = len(named) > 1
+        if remote:
+            problem = "are neither local folders nor loadable" if plural else "is neither a local folder nor loadable"
+        else:
+            problem = "could not be loaded"
+        detail = (str(error).strip().splitlines() or [""])[0]
+        raise ModelArgumentError(f"{subject} {problem} ({type(error).__name__}: {detail})") from error
 
 
 def quantization_config_for(weight_format: str):
@@ -56,21 +129,24 @@ def export_speculative(
     from optimum_dynexec.speculative.modeling import DRAFT_SUBFOLDER, OVSpeculativeModelForCausalLM
 
     steps = tqdm(total=3, desc="export dynexec", unit="step")
-    steps.set_postfix_str("exporting to OpenVINO")
-    speculative = OVSpeculativeModelForCausalLM.from_pretrained(
-        model, export=True, draft_model=draft_model, eagle_head=eagle_head,
-        quantization_config=quantization_config_for(weight_format), compile=False,
-    )
-    steps.update()
-    steps.set_postfix_str("saving")
-    speculative.save_pretrained(output)
-    steps.update()
-    steps.set_postfix_str("tokenizers")
-    save_tokenizers(model, output)
-    if draft_model is not None:
-        save_tokenizers(draft_model, output / DRAFT_SUBFOLDER)
-    steps.update()
-    steps.close()
+    try:
+        steps.set_postfix_str("exporting to OpenVINO")
+        with model_load_errors({"--model": model, "--draft-model": draft_model, "--eagle-head": eagle_head}):
+            speculative = OVSpeculativeModelForCausalLM.from_pretrained(
+                model, export=True, draft_model=draft_model, eagle_head=eagle_head,
+                quantization_config=quantization_config_for(weight_format), compile=False,
+            )
+        steps.update()
+        steps.set_postfix_str("saving")
+        speculative.save_pretrained(output)
+        steps.update()
+        steps.set_postfix_str("tokenizers")
+        save_tokenizers(model, output)
+        if draft_model is not None:
+            save_tokenizers(draft_model, output / DRAFT_SUBFOLDER)
+        steps.update()
+    finally:
+        steps.close()  # also on failure, so an error message starts on its own line
     return output
 
 
@@ -99,13 +175,27 @@ class ExportDynexecCommand(BaseOptimumCLICommand):
         args = self.args
         task = args.task
         if task is None:
-            task = "text-classification" if (Path(args.model) / "early_exit_config.json").is_file() else "text-generation"
-        if task == "text-classification":
-            if args.draft_model is not None or args.eagle_head is not None:
-                raise ValueError("`--draft-model`/`--eagle-head` are for text-generation; drop them here.")
-            from optimum_dynexec.early_exit import export_early_exit
+            checkpoint = Path(args.model).expanduser()
+            task = "text-classification" if (checkpoint / "early_exit_config.json").is_file() else "text-generation"
+        try:
+            # Checked before any heavy import or write: a mistyped path fails at once and leaves no output folder.
+            model = resolve_model_argument(args.model, "--model")
+            draft_model = resolve_model_argument(args.draft_model, "--draft-model")
+            eagle_head = resolve_model_argument(args.eagle_head, "--eagle-head")
+            if task == "text-classification":
+                if draft_model is not None or eagle_head is not None:
+                    raise ModelArgumentError("`--draft-model`/`--eagle-head` are for text-generation; drop them here.")
+                if not Path(model).is_dir():
+                    raise ModelArgumentError(
+                        f"`--model` {args.model!r} is not a local folder: text-classification exports the checkpoint "
+                        "folder that `optimum-cli dynexec train-exits` writes."
+                    )
+                from optimum_dynexec.early_exit import export_early_exit
 
-            export_early_exit(args.model, args.output, args.weight_format)
-        else:
-            export_speculative(args.model, args.output, args.draft_model, args.weight_format, args.eagle_head)
+                export_early_exit(model, args.output, args.weight_format)
+            else:
+                export_speculative(model, args.output, draft_model, args.weight_format, eagle_head)
+        except ModelArgumentError as error:
+            # A wrong model option is a usage error: argparse's message and exit status, not a traceback.
+            self.parser.error(str(error))
         print(f"Exported to {args.output}")

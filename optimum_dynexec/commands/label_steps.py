@@ -2,6 +2,9 @@
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from ..extras import require_extra
+from ..stepsaver.defaults import DEFAULT_CANDIDATE_STEPS, DEFAULT_REFERENCE_STEPS, DEFAULT_SSIM_THRESHOLD
+
 
 class LabelStepsCommand(BaseOptimumCLICommand):
     COMMAND = CommandInfo(
@@ -12,8 +15,6 @@ class LabelStepsCommand(BaseOptimumCLICommand):
 
     @staticmethod
     def parse_args(parser):
-        from ..stepsaver.labels import DEFAULT_CANDIDATE_STEPS, DEFAULT_REFERENCE_STEPS, DEFAULT_SSIM_THRESHOLD
-
         parser.add_argument("--pipeline", required=True, help="OpenVINO Stable Diffusion folder (or a diffusers one, "
                             "exported on the fly).")
         parser.add_argument("--prompts", required=True, help="Text file, one prompt per line.")
@@ -32,6 +33,8 @@ class LabelStepsCommand(BaseOptimumCLICommand):
                             help="OpenVINO inference threads (default: the plugin's choice, all cores).")
 
     def run(self):
+        require_extra("diffusers", command="label-steps")
+
         from pathlib import Path
 
         from optimum.intel import OVStableDiffusionPipeline

@@ -2,6 +2,9 @@
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from ..extras import require_extra
+from ..stepsaver.defaults import PredictorTrainingArguments
+
 
 class TrainStepPredictorCommand(BaseOptimumCLICommand):
     COMMAND = CommandInfo(
@@ -12,8 +15,6 @@ class TrainStepPredictorCommand(BaseOptimumCLICommand):
 
     @staticmethod
     def parse_args(parser):
-        from ..stepsaver.training import PredictorTrainingArguments
-
         defaults = PredictorTrainingArguments()
         parser.add_argument("--labels", required=True, help="Labels JSON written by `label-steps`.")
         parser.add_argument("--output", required=True, help="Folder for the exported step predictor.")
@@ -37,11 +38,14 @@ class TrainStepPredictorCommand(BaseOptimumCLICommand):
         import json
         from pathlib import Path
 
-        from ..stepsaver.labels import read_labels
-        from ..stepsaver.pipeline import OVStepSaverStableDiffusionPipeline
-        from ..stepsaver.training import PredictorTrainingArguments, train_from_labels_file
-
         args = self.args
+        # Training alone needs no diffusers; the pipeline folder does, so check before the training time is spent.
+        if args.pipeline_output:
+            require_extra("diffusers", command="train-step-predictor --pipeline-output")
+
+        from ..stepsaver.labels import read_labels
+        from ..stepsaver.training import train_from_labels_file
+
         arguments = PredictorTrainingArguments(
             quantile=args.quantile,
             epochs=args.epochs,
@@ -54,6 +58,8 @@ class TrainStepPredictorCommand(BaseOptimumCLICommand):
                                            arguments=arguments)
         print(json.dumps(predictor.config.labels["metrics"], indent=2))
         if args.pipeline_output:
+            from ..stepsaver.pipeline import OVStepSaverStableDiffusionPipeline
+
             settings, _ = read_labels(Path(args.labels))
             pipeline = OVStepSaverStableDiffusionPipeline.from_pretrained(
                 settings["pipeline"],

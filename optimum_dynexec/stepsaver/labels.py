@@ -20,9 +20,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-DEFAULT_CANDIDATE_STEPS = (4, 6, 8, 10, 12, 15, 18, 22, 26, 30, 35, 40, 50, 60, 75)
-DEFAULT_REFERENCE_STEPS = 100
-DEFAULT_SSIM_THRESHOLD = 0.97  # the operating point measured in docs/benchmarks.md (StepSaver)
+from .defaults import DEFAULT_CANDIDATE_STEPS, DEFAULT_REFERENCE_STEPS, DEFAULT_SSIM_THRESHOLD
+
 LABELS_FORMAT_VERSION = 1
 
 

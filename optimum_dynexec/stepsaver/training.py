@@ -10,32 +10,13 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from .defaults import PredictorTrainingArguments
 from .predictor import StepPredictor, StepPredictorConfig
-
-
-@dataclass
-class PredictorTrainingArguments:
-    quantile: float = 0.8
-    hidden_size: int = 64
-    num_layers: int = 2
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.01
-    validation_fraction: float = 0.15
-    seed: int = 0
-
-    def validate(self) -> None:
-        if not 0.0 < self.quantile < 1.0:
-            raise ValueError(f"`quantile` must be strictly between 0 and 1, got {self.quantile}.")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"`validation_fraction` must be in [0, 1), got {self.validation_fraction}.")
 
 
 def pinball_loss(prediction, target, quantile: float):
