@@ -56,7 +56,15 @@ def sweep_thresholds(
         raise ValueError(f"`confidence` is a probability such as 0.9, got {confidence}.")
     layer_logits = np.asarray(layer_logits, dtype=np.float64)
     labels = np.asarray(labels)
+    if layer_logits.ndim != 3 or layer_logits.shape[1] == 0:
+        raise ValueError(f"`layer_logits` must be [layers, examples, labels] with examples, got shape {layer_logits.shape}.")
     num_layers, num_examples = layer_logits.shape[:2]
+    if labels.shape != (num_examples,):
+        raise ValueError(f"`labels` needs one class index per example ({num_examples}), got shape {labels.shape}.")
+    if len(temperatures) != num_layers:
+        raise ValueError(f"`temperatures` needs one value per layer ({num_layers}), got {len(temperatures)}.")
+    if not all(0.0 <= float(threshold) <= 1.0 for threshold in thresholds):
+        raise ValueError("`thresholds` are normalised entropies: each must be in [0, 1].")
     predictions = layer_logits.argmax(axis=-1)  # [layers, examples]
     entropies = normalised_entropies(layer_logits, temperatures)
     full_correct = predictions[-1] == labels
@@ -178,6 +186,8 @@ def collect_layer_logits(model, tokenizer, texts: Sequence[str], batch_size: int
     """All layers' exit logits of `texts` under an `OVEarlyExitModelForSequenceClassification`, [layers, n, labels]."""
     from tqdm.auto import tqdm
 
+    if len(texts) == 0:
+        raise ValueError("`texts` is empty: calibration needs labelled texts.")
     order = np.argsort([len(text) for text in texts])  # batches of similar length waste little on padding
     collected = []
     for start in tqdm(range(0, len(texts), batch_size), desc="all-layer pass", unit="batch"):

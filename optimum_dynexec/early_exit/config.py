@@ -4,9 +4,12 @@ It lives next to the model as `early_exit_config.json`, both in a trained PyTorc
 `exits/exit_heads.safetensors`) and in an exported OpenVINO folder (beside the `exits/` segments).
 """
 
+import decimal
 import json
 import math
+import numbers
 import os
+import reprlib
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +20,12 @@ EXITS_DIR_NAME = "exits"
 EXIT_HEADS_WEIGHTS_NAME = "exit_heads.safetensors"
 POOLING_CHOICES = ("mean", "cls")
 FORMAT_VERSION = 1
+REBUILD_HINT = (
+    "Re-create it: re-export the model (`optimum-cli export dynexec --task text-classification --model "
+    "<train-exits checkpoint> <output>` or `OVEarlyExitModelForSequenceClassification.from_pretrained(checkpoint, "
+    "export=True).save_pretrained(<output>)`), or re-save a loaded model with `save_pretrained`; in a train-exits "
+    "checkpoint, re-run `optimum-cli dynexec train-exits`."
+)
 
 
 @dataclass
@@ -44,15 +53,31 @@ class EarlyExitConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
+        for name in ("num_layers", "num_labels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"`pooling` must be one of {POOLING_CHOICES}, got {self.pooling!r}.")
         if self.exit_temperatures is None:
             self.exit_temperatures = [1.0] * self.num_layers
-        if len(self.exit_temperatures) != self.num_layers:
+        if not isinstance(self.exit_temperatures, (list, tuple)) or len(self.exit_temperatures) != self.num_layers:
             raise ValueError(
-                f"`exit_temperatures` needs one value per layer ({self.num_layers}), got {len(self.exit_temperatures)}."
+                f"`exit_temperatures` needs one value per layer ({self.num_layers}), got {self.exit_temperatures!r}."
             )
-        validate_entropy_threshold(self.entropy_threshold)
+        # A zero, negative or NaN temperature would turn every entropy into NaN: no row would ever exit early.
+        if not all(_is_real(value) and math.isfinite(value) and value > 0 for value in self.exit_temperatures):
+            raise ValueError(f"`exit_temperatures` must be positive numbers, got {self.exit_temperatures!r}.")
+        self.exit_temperatures = [float(value) for value in self.exit_temperatures]
+        # Stored as a float: a numpy scalar would not survive `json.dump` in `save`.
+        self.entropy_threshold = validate_entropy_threshold(self.entropy_threshold)
+        if not isinstance(self.training, dict):
+            raise ValueError(f"`training` must be a dict (the training record), got {type(self.training).__name__}.")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"`format_version` {self.format_version!r} is not the one this version of optimum-dynexec reads "
+                f"({FORMAT_VERSION}): upgrade optimum-dynexec or re-export the model with this version."
+            )
 
     def save(self, directory) -> None:
         """Write `early_exit_config.json` into `directory` atomically."""
@@ -72,21 +97,46 @@ class EarlyExitConfig:
                 f"{path} not found: this folder has no early exits. Train them first with "
                 "`optimum-cli dynexec train-exits --model ... --dataset ... --output ...`."
             )
-        with open(path, encoding="utf-8") as stream:
-            values = json.load(stream)
+        try:
+            with open(path, encoding="utf-8") as stream:
+                values = json.load(stream)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON (truncated or damaged?): {error}. {REBUILD_HINT}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}. {REBUILD_HINT}")
         known = {name for name in cls.__dataclass_fields__}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        missing = [name for name in ("num_layers", "num_labels") if name not in values]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}. {REBUILD_HINT}")
+        try:
+            return cls(**{key: value for key, value in values.items() if key in known})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path} holds an invalid setting: {error} {REBUILD_HINT}") from None
 
 
 def validate_entropy_threshold(entropy_threshold) -> float:
-    """Return `entropy_threshold` as a float, or raise a ValueError that says what is allowed."""
-    if isinstance(entropy_threshold, bool) or not isinstance(entropy_threshold, (int, float)):
+    """Return `entropy_threshold` as a float, or raise a TypeError/ValueError that says what is allowed.
+
+    Any real number is accepted (int, float, `Fraction`, `Decimal`, numpy scalars, 0-d numpy arrays or torch tensors);
+    bools, NaN and values outside [0, 1] are not.
+    """
+    value = entropy_threshold
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars, 0-d arrays and tensors
+        value = value.item()
+    if not _is_real(value):
         raise TypeError(
-            f"`entropy_threshold` must be a number in [0, 1] (normalised entropy), got {type(entropy_threshold).__name__}."
+            "`entropy_threshold` must be a real number in [0, 1] such as 0.3 (normalised entropy), got "
+            f"{type(entropy_threshold).__name__} {reprlib.repr(entropy_threshold)}."
         )
-    if not (0.0 <= float(entropy_threshold) <= 1.0) or math.isnan(entropy_threshold):
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ValueError(
-            f"`entropy_threshold` must be in [0, 1] (entropy divided by log(num_labels)); got {entropy_threshold}. "
+            f"`entropy_threshold` must be in [0, 1] (entropy divided by log(num_labels)); got {value}. "
             "Use 0 to disable early exit, larger values to exit earlier."
         )
-    return float(entropy_threshold)
+    return value
+
+
+def _is_real(value) -> bool:
+    # bool is an Integral, but True as a threshold is far more likely a mistake than "exit everything at layer 1".
+    return isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool)

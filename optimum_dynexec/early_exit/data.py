@@ -1,6 +1,7 @@
 """Labelled texts for training and calibrating exits: CSV/TSV/JSON(L) files, a folder of splits, or a `datasets` set."""
 
 import hashlib
+import reprlib
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -18,26 +19,52 @@ def load_labelled_texts(
 
     `dataset` is a `.csv`/`.tsv`/`.json`/`.jsonl` file (the whole file is the split), a folder holding
     `<split>.csv` (or another of those suffixes), a folder written by `datasets.Dataset.save_to_disk`, or the
-    name of a `datasets` dataset already in the local cache. Raises ValueError naming what is missing.
+    name of a `datasets` dataset already in the local cache. Every row must have both columns, with a non-empty
+    label: a malformed file raises ValueError naming the file, the expected columns and the row (its line in a
+    CSV/TSV/JSONL file), rather than letting a missing value pass on as the label "None".
     """
     path = Path(dataset)
-    if path.is_file():
-        records = _read_file(path)
-    elif path.is_dir() and _split_file(path, split) is not None:
-        records = _read_file(_split_file(path, split))
+    source = path if path.is_file() else _split_file(path, split) if path.is_dir() else None
+    if source is not None:
+        where, rows = str(source), _read_file(source)
     else:
-        records = _read_datasets(dataset, split)
-    if not records:
-        raise ValueError(f"The {split!r} split of {dataset!r} is empty.")
-    missing = [column for column in (text_column, label_column) if column not in records[0]]
-    if missing:
+        where = f"dataset {dataset!r} ({split} split)"
+        rows = [(f"row {index}", record) for index, record in enumerate(_read_datasets(dataset, split))]
+    if not rows:
+        raise ValueError(f"The {split!r} split of {dataset!r} is empty ({where}).")
+    columns = (text_column, label_column)
+    first = rows[0][1]
+    if isinstance(first, dict) and not set(columns) <= set(first):
+        missing = [column for column in columns if column not in first]
         raise ValueError(
-            f"{dataset!r} ({split}) has no column(s) {missing}; its columns are {sorted(records[0])}. "
-            "Name the right ones with --text-column / --label-column."
+            f"{where} has no column(s) {missing}; its columns are {sorted(map(str, first))}. Expected columns "
+            f"{list(columns)}: name the right ones with --text-column / --label-column."
         )
-    texts = [str(record[text_column]) for record in records]
-    labels = [str(record[label_column]) for record in records]
+    texts, labels = [], []
+    for row, record in rows:
+        problem = _row_problem(record, columns)
+        if problem:
+            raise ValueError(
+                f"{where}, {row}: {problem}. Expected columns {list(columns)} with a text and a non-empty label in "
+                "every row (in CSV/TSV, quote texts that contain the delimiter, a quote or a line break)."
+            )
+        texts.append(str(record[text_column]))
+        labels.append(str(record[label_column]))
     return texts, labels
+
+
+def _row_problem(record, columns) -> Optional[str]:
+    """What is wrong with one record (None if nothing): the checks that keep a broken row from becoming label "None"."""
+    if not isinstance(record, dict):
+        return f"expected a record with named columns, got {type(record).__name__} {reprlib.repr(record)}"
+    if None in record:  # csv.DictReader's key for the fields beyond the header's
+        return f"{len(record) - 1 + len(record[None])} fields, more than the header's {len(record) - 1}"
+    missing = [column for column in columns if record.get(column) is None]
+    if missing:
+        return f"no value for {missing} (missing, null, or fewer fields than the header)"
+    if str(record[columns[1]]).strip() == "":
+        return f"empty {columns[1]!r}"
+    return None
 
 
 def has_split(dataset: str, split: str) -> bool:
@@ -75,24 +102,49 @@ def _split_file(folder: Path, split: str) -> Optional[Path]:
     return None
 
 
-def _read_file(path: Path) -> List[dict]:
+def _read_file(path: Path) -> List[Tuple[str, object]]:
+    """`(where, record)` pairs of a data file, `where` being the record's line ("line 7") or position ("record 3")."""
     import csv
     import json
 
-    if path.suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as stream:
-            return list(csv.DictReader(stream, delimiter="\t" if path.suffix == ".tsv" else ","))
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as stream:
-            return [json.loads(line) for line in stream if line.strip()]
-    if path.suffix == ".json":
-        with open(path, encoding="utf-8") as stream:
+    if path.suffix not in SPLIT_FILE_SUFFIXES:
+        raise ValueError(f"Unsupported dataset file {path}: use one of {SPLIT_FILE_SUFFIXES}.")
+    line = 0
+    try:
+        with open(path, newline="" if path.suffix in (".csv", ".tsv") else None, encoding="utf-8") as stream:
+            if path.suffix in (".csv", ".tsv"):
+                reader = csv.DictReader(stream, delimiter="\t" if path.suffix == ".tsv" else ",")
+                rows = []
+                line = reader.line_num if reader.fieldnames is not None else 0  # reading the header
+                for record in reader:
+                    # A quoted field may span lines: name all of them (line_num is where the record ends).
+                    first, line = line + 1, reader.line_num
+                    rows.append((f"line {line}" if first == line else f"lines {first}-{line}", record))
+                return rows
+            if path.suffix == ".jsonl":
+                rows = []
+                for line, text in enumerate(stream, start=1):
+                    if text.strip():
+                        rows.append((f"line {line}", json.loads(text)))
+                return rows
             content = json.load(stream)
-        if isinstance(content, dict):  # {"text": [...], "label": [...]} column layout
-            columns = list(content)
-            return [dict(zip(columns, row)) for row in zip(*content.values())]
-        return content
-    raise ValueError(f"Unsupported dataset file {path}: use one of {SPLIT_FILE_SUFFIXES}.")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error}): save it as UTF-8.") from None
+    except (csv.Error, json.JSONDecodeError) as error:
+        # CSV: `line` is the last record read, the broken one follows it; JSONL: the line being parsed.
+        where = {".json": f"line {getattr(error, 'lineno', '?')}", ".jsonl": f"line {line}"}.get(path.suffix, f"line {line + 1}")
+        raise ValueError(f"{path}, {where}: not valid {path.suffix[1:].upper()} ({error}).") from None
+    if isinstance(content, dict):  # {"text": [...], "label": [...]} column layout
+        columns = list(content)
+        if not all(isinstance(values, list) for values in content.values()):
+            raise ValueError(f"{path} must hold a list of records or a dict of equally long column lists.")
+        lengths = {column: len(values) for column, values in content.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{path}: its columns have different lengths {lengths}; each row needs every column.")
+        return [(f"record {index}", dict(zip(columns, row))) for index, row in enumerate(zip(*content.values()))]
+    if not isinstance(content, list):
+        raise ValueError(f"{path} must hold a list of records or a dict of column lists, got {type(content).__name__}.")
+    return [(f"record {index}", record) for index, record in enumerate(content)]
 
 
 def _read_datasets(name: str, split: str) -> List[dict]:

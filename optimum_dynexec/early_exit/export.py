@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..weight_compression import compress_weights, weight_compression_config
-from .config import EXITS_DIR_NAME, EarlyExitConfig
+from .config import EXITS_DIR_NAME, REBUILD_HINT, EarlyExitConfig, validate_entropy_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +140,12 @@ def export_early_exit(
         raise ValueError(f"Early exit exports text-classification models only; got task={task!r}.")
     if weight_format not in WEIGHT_FORMATS:
         raise ValueError(f"`weight_format` must be one of {WEIGHT_FORMATS}, got {weight_format!r}.")
+    if entropy_threshold is not None:
+        validate_entropy_threshold(entropy_threshold)
     model_dir = Path(model)
     encoder, exit_heads, config = load_exit_checkpoint(model_dir)
     if entropy_threshold is not None:
-        config.entropy_threshold = entropy_threshold
-        config.__post_init__()
+        config.entropy_threshold = validate_entropy_threshold(entropy_threshold)
 
     with atomic_directory(Path(output)) as staging:
         main_export(model_name_or_path=str(model_dir), output=staging, task="text-classification", library_name="transformers")
@@ -174,19 +175,58 @@ def save_segments(segments: Dict[str, openvino.Model], directory: Union[str, Pat
 
 
 def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[str, openvino.Model]:
+    """Read `exits/layer_<l>.xml/.bin` of `directory`, checking that each has the inputs and outputs the runtime wires.
 
+    Raises FileNotFoundError for a missing segment and ValueError, naming the file and how to re-create it, for one
+    OpenVINO cannot read (truncated, damaged) or that is not the segment of its layer.
+    """
     exits_dir = Path(directory) / EXITS_DIR_NAME
     core = openvino.Core()
     segments = {}
-    for name in segment_names(config.num_layers):
+    for layer, name in enumerate(segment_names(config.num_layers), start=1):
         path = exits_dir / f"{name}.xml"
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: `{directory}` has no exported exits. Export a `train-exits` checkpoint with "
                 "`OVEarlyExitModelForSequenceClassification.from_pretrained(checkpoint, export=True)`."
             )
-        segments[name] = core.read_model(str(path))
+        try:
+            segments[name] = core.read_model(str(path))
+        except RuntimeError as error:
+            reason = openvino_error_reason(error)
+            damaged = path.with_suffix(".bin") if "bin file" in reason else path
+            # `from None`: the OpenVINO trace points into C++ and says nothing about which file or what to do.
+            raise ValueError(
+                f"{damaged} is damaged or incomplete; OpenVINO cannot read it ({reason}). {REBUILD_HINT}"
+            ) from None
+        _check_segment_ports(segments[name], path, layer, config)
     return segments
+
+
+def _check_segment_ports(segment: openvino.Model, path: Path, layer: int, config: EarlyExitConfig) -> None:
+    """The runtime binds inputs and reads outputs by position (and the single-row graph wires them by position)."""
+    first_input = ("input_ids",) if layer == 1 else ("hidden_states",)
+    expected_inputs = first_input + ("attention_mask",) + (("token_type_ids",) if layer == 1 else ())
+    inputs = [port.get_names() for port in segment.inputs]
+    outputs = [port.get_names() for port in segment.outputs]
+    inputs_match = len(inputs) in (len(expected_inputs), len(expected_inputs) - (layer == 1)) and all(
+        name in names for name, names in zip(expected_inputs, inputs)
+    )
+    # Saving renames an output that shares an input's name (hidden_states -> hidden_states_1): check the logits only.
+    outputs_match = len(outputs) == (1 if layer == config.num_layers else 2) and "logits" in outputs[-1]
+    labels = segment.outputs[-1].get_partial_shape()[-1] if outputs_match else None
+    if not (inputs_match and outputs_match) or (labels.is_static and labels.get_length() != config.num_labels):
+        raise ValueError(
+            f"{path} is not the segment of layer {layer} of a {config.num_layers}-layer, {config.num_labels}-label "
+            f"model (inputs {[sorted(names) for names in inputs]}, outputs {[sorted(names) for names in outputs]}). "
+            f"{REBUILD_HINT}"
+        )
+
+
+def openvino_error_reason(error: Exception) -> str:
+    """The last line of an OpenVINO error: the reason ("Incorrect weights in bin file!"), without the C++ locations."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _quantize_full_model(folder: Path, quantization_config) -> None:
