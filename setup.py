@@ -11,6 +11,10 @@ INSTALL_REQUIRES = [
     "torch>=2.1",
     "numpy>=1.26",
     "safetensors",
+    # GGUF input (optimum_dynexec.gguf): transformers' GGUF loader needs both. Tested with gguf 0.19.0 and accelerate
+    # 1.16.0, which asks only torch>=2.6, so the machine's torch 2.14.1 stays.
+    "gguf>=0.17,<0.20",
+    "accelerate>=1.1,<1.17",
     "tqdm",
     "matplotlib",
     "scipy",
