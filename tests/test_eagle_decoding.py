@@ -96,7 +96,7 @@ class OracleSpeculator(EagleSpeculator):
         self.answer, self.prompt_length, self.rng = answer, prompt_length, rng
         self.designed = []
 
-    def _draft(self, pair_tokens, pair_features, length):
+    def _draft(self, pair_tokens, pair_features, length, max_depth):
         # `length` tokens so far, the last one is the root; the true continuation follows it.
         truth = self.answer[length - self.prompt_length :]
         correct_depth = int(self.rng.integers(0, 5))

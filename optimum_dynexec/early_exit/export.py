@@ -133,7 +133,7 @@ def export_early_exit(
     from optimum.exporters.openvino import main_export
     from optimum.intel import OVWeightQuantizationConfig
 
-    from ..fixtures.cache import atomic_directory
+    from ..utils.io import atomic_directory
     from .training import load_exit_checkpoint
 
     if task not in ("text-classification", "auto", None):

@@ -25,6 +25,7 @@ import torch
 from optimum.intel import OVModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ..utils.io import atomic_save_into, remove_abandoned_staging
 from .calibration import normalised_entropies
 from .config import REBUILD_HINT, EarlyExitConfig, validate_entropy_threshold
 from .export import (
@@ -141,6 +142,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
                 "`save_pretrained` or `optimum-cli export dynexec --task text-classification`, or, with "
                 "`export=True`, from a local `optimum-cli dynexec train-exits` checkpoint."
             )
+        remove_abandoned_staging(folder)  # what an interrupted save_pretrained left there
         if kwargs.get("entropy_threshold") is not None:
             validate_entropy_threshold(kwargs["entropy_threshold"])
         ov_config = kwargs.get("ov_config")
@@ -220,7 +222,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         return cls._from_pretrained(Path(save_dir.name) / "model", config, **kwargs)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, **kwargs):
-        """Write the parent's files plus `exits/` and `early_exit_config.json` into the folder `save_directory`.
+        """Write the parent's files plus `exits/` and `early_exit_config.json` into the folder `save_directory`, all
+        or nothing (`optimum_dynexec.utils.io`).
 
         Raises ValueError if `save_directory` (or a folder above it) is an existing file; optimum's own
         `save_pretrained` only logs that and writes nothing.
@@ -234,7 +237,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
                 f"`save_directory` {str(save_directory)!r} cannot be a folder: {blocking_file} is a file. "
                 "Pass the path of a folder (it is created if missing)."
             )
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        with atomic_save_into(path) as staging:  # all or nothing, even on a full disk or a killed process
+            super().save_pretrained(staging, *args, **kwargs)
 
     @staticmethod
     def load_model(file_name, quantization_config=None):

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional
 from tqdm.auto import tqdm
 
-from ..fixtures.cache import atomic_directory
+from ..utils.io import atomic_directory
 from .config import EXIT_HEADS_WEIGHTS_NAME, EXITS_DIR_NAME, POOLING_CHOICES, EarlyExitConfig
 from .exit_head import build_exit_heads
 from .layered_encoder import LayeredEncoder

@@ -5,7 +5,7 @@ Invariant: the target's cache holds every token of `sequence` but the last one, 
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,8 +32,41 @@ class DecodingStats:
         return (sum(self.accepted_lengths) + verifications) / verifications if verifications else 0.0
 
 
+@dataclass(frozen=True)
+class BannedTokens:
+    """Tokens the target may not choose, as transformers' logits processors rule them out: EOS before the
+    `min_new_tokens`-th new token (`min_new_tokens`, `min_length`), `always` at every step (`suppress_tokens`),
+    `at_first` as the first new token (`begin_suppress_tokens`).
+
+    They are applied to the target's logits before anything reads them, so the target's greedy choices and sampled
+    distributions are exactly those of plain decoding with the same processors; a drafted token that is banned is
+    then rejected by verification like any other token the target would not choose.
+    """
+
+    eos_until: int = 0
+    eos_ids: Tuple[int, ...] = ()
+    always: Tuple[int, ...] = ()
+    at_first: Tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool((self.eos_until > 0 and self.eos_ids) or self.always or self.at_first)
+
+    def apply(self, logits: np.ndarray, first_index: int, offsets: Optional[np.ndarray] = None) -> np.ndarray:
+        """Set banned logits to -inf in place and return `logits` (`[n, vocab]`). Row `r` chooses the new token
+        number `first_index + offsets[r]` (0-based; `offsets` defaults to `0, 1, ..., n - 1`)."""
+        vocab_size = logits.shape[-1]
+        index = first_index + (np.arange(len(logits)) if offsets is None else np.asarray(offsets))
+        for tokens, rows in ((self.eos_ids, index < self.eos_until), (self.at_first, index == 0),
+                             (self.always, np.ones(len(logits), dtype=bool))):
+            tokens = [token for token in tokens if 0 <= token < vocab_size]
+            if tokens and rows.any():
+                logits[np.ix_(np.flatnonzero(rows), tokens)] = -np.inf
+        return logits
+
+
 class GeneratedSequence:
-    """The prompt and the tokens generated after it, with the rules that end generation.
+    """The prompt and the tokens generated after it, with the rules that end generation and the tokens the target
+    may not choose (`BannedTokens`).
 
     Every kept token goes through `append`, one by one, so EOS or a stopping criterion in the middle of an
     accepted draft ends the output exactly where plain decoding would. Shared by every decoding loop.
@@ -41,7 +74,8 @@ class GeneratedSequence:
 
     def __init__(self, prompt: np.ndarray, max_new_tokens: int, eos_token_ids: Sequence[int],
                  should_stop: Optional[Callable[[np.ndarray], bool]],
-                 on_tokens: Optional[Callable[[np.ndarray], None]], stats: DecodingStats):
+                 on_tokens: Optional[Callable[[np.ndarray], None]], stats: DecodingStats,
+                 banned: Optional[BannedTokens] = None):
         self._buffer = np.empty(len(prompt) + max_new_tokens + 1, dtype=np.int64)
         self._buffer[: len(prompt)] = prompt
         self.prompt_length = self.length = len(prompt)
@@ -50,6 +84,14 @@ class GeneratedSequence:
         self._should_stop = should_stop
         self._on_tokens = on_tokens
         self._stats = stats
+        self._banned = banned if banned else None
+
+    def restrict(self, logits: np.ndarray, offsets: Optional[np.ndarray] = None) -> np.ndarray:
+        """The target's logits `[n, vocab]` with the banned tokens at -inf (in place); row `r` chooses the token
+        after `offsets[r]` more tokens than the sequence holds now (default `0, 1, ..., n - 1`)."""
+        if self._banned is None:
+            return logits
+        return self._banned.apply(logits, self.length - self.prompt_length, offsets)
 
     @property
     def tokens(self) -> np.ndarray:
@@ -93,6 +135,7 @@ def speculative_decode(
     should_stop: Optional[Callable[[np.ndarray], bool]] = None,
     on_tokens: Optional[Callable[[np.ndarray], None]] = None,
     stats: Optional[DecodingStats] = None,
+    banned: Optional[BannedTokens] = None,
 ) -> np.ndarray:
     """Generate up to `max_new_tokens` after `prompt`; return the new tokens (1D int64).
 
@@ -102,31 +145,33 @@ def speculative_decode(
         sampling: `None` for greedy decoding; else the distribution to sample from (speculative sampling).
         should_stop: called with the whole sequence after each new token; `True` ends generation there.
         on_tokens: called with each block of newly kept tokens (streaming).
+        banned: tokens the target may not choose (`min_new_tokens`, `suppress_tokens`, ...).
     """
     rng = rng if rng is not None else np.random.default_rng()
     stats = stats if stats is not None else DecodingStats()
-    output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats)
+    output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats, banned)
 
     target.reset()
     if drafter is not None:
         drafter.begin(prompt, sampling, rng)
-    logits = target.append(prompt)
+    logits = output.restrict(target.append(prompt)[-1:])
     stats.target_calls += 1
     pending = choose_token(logits[-1], sampling, rng)
 
     while not output.append(pending):
-        draft = drafter.propose(output.tokens) if drafter is not None else None
-        draft_tokens = draft.tokens[: output.room] if draft else None
+        room = output.room
+        draft = drafter.propose(output.tokens, room) if drafter is not None and room else None
+        draft_tokens = draft.tokens[:room] if draft else None
         last_token = output.tokens[-1:]
         if draft_tokens is None or len(draft_tokens) == 0:
-            logits = target.append(last_token)
+            logits = output.restrict(target.append(last_token))
             stats.target_calls += 1
             pending = choose_token(logits[-1], sampling, rng)
             if draft is not None:
                 drafter.update(0, 0)
             continue
 
-        target_logits = target.append(np.concatenate([last_token, draft_tokens]))
+        target_logits = output.restrict(target.append(np.concatenate([last_token, draft_tokens])))
         stats.target_calls += 1
         if sampling is None:
             accepted_length, pending = greedy_accept(draft_tokens, target_logits)
@@ -160,10 +205,10 @@ class ChainSpeculator:
                sampling: Optional[SamplingSettings] = None, rng: Optional[np.random.Generator] = None,
                should_stop: Optional[Callable[[np.ndarray], bool]] = None,
                on_tokens: Optional[Callable[[np.ndarray], None]] = None,
-               stats: Optional[DecodingStats] = None) -> np.ndarray:
+               stats: Optional[DecodingStats] = None, banned: Optional[BannedTokens] = None) -> np.ndarray:
         """`speculative_decode` on this target and drafter."""
         return speculative_decode(self.target, self.drafter, prompt, max_new_tokens, eos_token_ids, sampling, rng,
-                                  should_stop, on_tokens, stats)
+                                  should_stop, on_tokens, stats, banned)
 
 
 def choose_token(logits: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> int:

@@ -1,7 +1,7 @@
 """Drafters: everything that proposes tokens for the target to verify, behind one small interface.
 
 The decoding loop only calls `begin`, `propose` and `update`; it does not know whether a draft model, prompt
-lookup or (later) an EAGLE head is behind them.
+lookup is behind them. (EAGLE drafts trees in its own loop, `eagle_decoding.py`.)
 """
 
 from abc import ABC, abstractmethod
@@ -93,8 +93,13 @@ class Drafter(ABC):
         self.rng = rng
 
     @abstractmethod
-    def propose(self, sequence: np.ndarray) -> Draft:
-        """Draft tokens to follow `sequence` (the whole sequence so far, prompt included)."""
+    def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
+        """Draft tokens to follow `sequence` (the whole sequence so far, prompt included), at most `limit` of them
+        (what the generation can still keep)."""
+
+    def _count(self, limit: Optional[int]) -> int:
+        count = self.draft_length.next_length()
+        return count if limit is None else min(count, limit)
 
     def update(self, proposed: int, accepted: int) -> None:
         self.draft_length.update(proposed, accepted)
@@ -119,8 +124,8 @@ class DraftModelDrafter(Drafter):
         self.session.reset()
         self._cached_tokens = np.zeros(max(1024, 2 * len(prompt)), dtype=np.int64)
 
-    def propose(self, sequence: np.ndarray) -> Draft:
-        count = self.draft_length.next_length()
+    def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
+        count = self._count(limit)
         if count == 0:
             return _NO_DRAFT
         logits = self._catch_up(sequence)
@@ -182,8 +187,8 @@ class PromptLookupDrafter(Drafter):
             )
         self.max_matching_ngram_size = max_matching_ngram_size
 
-    def propose(self, sequence: np.ndarray) -> Draft:
-        count = self.draft_length.next_length()
+    def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
+        count = self._count(limit)
         if count == 0:
             return _NO_DRAFT
         length = len(sequence)

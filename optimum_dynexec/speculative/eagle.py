@@ -29,14 +29,13 @@ Both run in `kv_cache.TreeDecoderSession`.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence, Union
 
 import torch
 from torch import nn
 
+from ..utils.io import atomic_directory
 from .kv_cache import LOGITS_ROWS_INPUT, TREE_MASK_INPUT
 
 
@@ -278,10 +277,7 @@ def save_eagle_head(head: EagleHead, save_directory: Union[str, Path], include_e
                     safe_serialization: bool = True) -> None:
     """Write `config.json` and the head's weights in the published format; the folder appears complete or not
     at all (written to a temporary folder, then renamed)."""
-    save_directory = Path(save_directory)
-    save_directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.", dir=save_directory.parent))
-    try:
+    with atomic_directory(save_directory) as staging:
         config = head.config.to_dict()
         config.pop("_attn_implementation", None)
         config["num_hidden_layers"] = 1
@@ -293,24 +289,6 @@ def save_eagle_head(head: EagleHead, save_directory: Union[str, Path], include_e
             save_file(state, staging / HEAD_WEIGHTS_SAFETENSORS, metadata={"format": "pt"})
         else:
             torch.save(state, staging / HEAD_WEIGHTS_BIN)
-        _replace_directory(staging, save_directory)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _replace_directory(staging: Path, destination: Path) -> None:
-    import shutil
-
-    if destination.exists():
-        old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-        os.replace(destination, old)
-        os.replace(staging, destination)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, destination)
 
 
 # ------------------------------------------------------------------------------------------------ OpenVINO export

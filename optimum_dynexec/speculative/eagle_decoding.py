@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import openvino as ov
 
-from .decoding import DecodingStats, GeneratedSequence, choose_token
+from .decoding import BannedTokens, DecodingStats, GeneratedSequence, choose_token
 from .kv_cache import TreeDecoderSession
 from .sampling import SamplingSettings
 from .tree import DraftTree, TreeCandidates, greedy_tree_accept, log_softmax, sampling_tree_accept
@@ -76,25 +76,25 @@ class EagleSpeculator:
         should_stop: Optional[Callable[[np.ndarray], bool]] = None,
         on_tokens: Optional[Callable[[np.ndarray], None]] = None,
         stats: Optional[DecodingStats] = None,
+        banned: Optional[BannedTokens] = None,
     ) -> np.ndarray:
         """Generate up to `max_new_tokens` after `prompt` (1D int64); same contract as `speculative_decode`."""
         rng = rng if rng is not None else np.random.default_rng()
         stats = stats if stats is not None else DecodingStats()
         prompt = np.asarray(prompt, dtype=np.int64)
-        output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats)
+        output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats, banned)
         self.target.reset()
         self.head.reset()
 
         self.target.run(_rows(input_ids=prompt, position_ids=np.arange(len(prompt))), last_logits_only=True)
         stats.target_calls += 1
-        pending = choose_token(self.target.outputs("logits")[-1], sampling, rng)
+        pending = choose_token(output.restrict(self.target.outputs("logits")[-1:])[-1], sampling, rng)
         # Pairs for the head: the target's feature at each cached position, with the token that followed it.
         pair_features = self.target.outputs("hidden_states").copy()
         pair_tokens = np.concatenate([prompt[1:], [pending]])
 
         while not output.append(pending):
-            tree = self._draft(pair_tokens, pair_features, output.length)
-            tree = tree.truncated(output.room)
+            tree = self._draft(pair_tokens, pair_features, output.length, output.room).truncated(output.room)
             root = output.length - 1
             tokens = np.concatenate([[pending], tree.tokens])
             visible = np.ones((len(tokens), self.target.length + len(tokens)), dtype=bool)
@@ -103,7 +103,7 @@ class EagleSpeculator:
                 _rows(input_ids=tokens, position_ids=root + np.concatenate([[0], tree.depths])), visible
             )
             stats.target_calls += 1
-            target_logits = self.target.outputs("logits")
+            target_logits = output.restrict(self.target.outputs("logits"), np.concatenate([[0], tree.depths]))
             if sampling is None:
                 path, pending = greedy_tree_accept(tree, target_logits)
             else:
@@ -120,9 +120,11 @@ class EagleSpeculator:
                 break
         return output.new_tokens()
 
-    def _draft(self, pair_tokens: np.ndarray, pair_features: np.ndarray, length: int) -> DraftTree:
+    def _draft(self, pair_tokens: np.ndarray, pair_features: np.ndarray, length: int,
+               max_depth: Optional[int] = None) -> DraftTree:
         """Feed the head the new (feature, token) pairs, then grow an EAGLE-2 tree below the root (the token at
-        `length - 1`). The head's cache is left holding the pairs only."""
+        `length - 1`), at most `max_depth` deep (what the generation can still keep). The head's cache is left
+        holding the pairs only."""
         settings, head = self.settings, self.head
         # In a tree, every head call of a cycle runs the same number of rows (at most depth + 1 pairs, top_k per
         # level), so the request is not re-planned for a new shape at each call. A chain's levels are single rows
@@ -134,10 +136,13 @@ class EagleSpeculator:
                        position_ids=np.arange(start, start + len(pair_tokens))), pad_to=rows,
                  last_logits_only=settings.top_k == 1)
         committed = head.length
-        if settings.top_k == 1:
-            tree = self._draft_chain(min(settings.depth, settings.total_tokens), length)
+        max_depth = settings.depth if max_depth is None else max_depth
+        if max_depth < 1:
+            tree = DraftTree.chain(np.zeros(0, dtype=np.int64))
+        elif settings.top_k == 1:
+            tree = self._draft_chain(min(settings.depth, settings.total_tokens, max_depth), length)
         else:
-            tree = self._draft_tree(length, committed, rows)
+            tree = self._draft_tree(length, committed, rows).truncated(max_depth)
         head.rollback(committed)
         return tree
 

@@ -18,7 +18,8 @@ from typing import Optional, Union
 
 import openvino as ov
 
-from ..fixtures.cache import atomic_directory
+from ..openvino_cpu import crash_free, has_state
+from ..utils.io import atomic_directory
 from ..weight_compression import compress_weights
 
 from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, load_eagle_head, \
@@ -91,7 +92,14 @@ class OVEagle:
         if tree is None and (folder / EAGLE_CONFIG).is_file():
             tree = TreeSettings(**json.loads((folder / EAGLE_CONFIG).read_text())["tree"])
         # `with_logits_rows`: heads saved before that input existed load too.
-        return cls(with_logits_rows(core.read_model(folder / HEAD_IR)), folder, tree or TreeSettings())
+        try:
+            head_model = core.read_model(folder / HEAD_IR)
+        except RuntimeError as error:
+            raise ValueError(
+                f"OpenVINO cannot read the EAGLE head {folder / HEAD_IR}: {str(error).strip().splitlines()[0]}. The "
+                "files are damaged or incomplete; export the head again (`eagle_head=` with `export=True`)."
+            ) from error
+        return cls(with_logits_rows(head_model), folder, tree or TreeSettings())
 
     @staticmethod
     def is_saved_in(folder: Union[str, Path]) -> bool:
@@ -116,8 +124,11 @@ class OVEagle:
         `target_config` (f32 for exact greedy), and the head with `head_config`. `target_window`: the target's
         sliding attention window (`kv_cache.attention_window`), which the tree masks then apply."""
         core = ov.Core()
-        self._compiled = (core.compile_model(target_with_features(target_model), device, target_config or {}),
-                          core.compile_model(self.head_model, device, head_config or {}))
+        target = target_with_features(target_model)
+        self._compiled = tuple(
+            core.compile_model(graph, device, crash_free(config, device, has_state(graph)))
+            for graph, config in ((target, target_config), (self.head_model, head_config))
+        )
         self.target_window = target_window
         self._speculator = None
 

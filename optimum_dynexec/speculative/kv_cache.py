@@ -27,6 +27,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import openvino as ov
 
+from ..openvino_cpu import prepare_to_compile
+
 
 _SEQUENCE_AXIS = 2  # past key/value layout [batch, heads, sequence, head_dim], as optimum-intel exports them
 
@@ -83,8 +85,6 @@ class DecoderSession:
         # numpy has no bf16: a bf16 cache (optimum-intel's stateless default on bf16 CPUs) is held as float16-typed
         # bits and retyped when bound, which is also how optimum-intel passes it.
         self._past_types = {port.get_any_name(): port.get_element_type() for port in self._past_inputs}
-        if "beam_idx" in self._ports:
-            request.set_tensor(self._ports["beam_idx"], ov.Tensor(np.zeros(1, dtype=np.int32)))
         self.length = 0
         # Stateful bookkeeping: physical cache slots (including masked ones) and where each token lives.
         self._slot_count = 0
@@ -96,6 +96,7 @@ class DecoderSession:
     @classmethod
     def for_model(cls, ov_model) -> "DecoderSession":
         """A session on the infer request of an `optimum.intel.OVModelForCausalLM` (compiled on demand)."""
+        prepare_to_compile(ov_model)
         ov_model.compile()
         return cls(ov_model.request, stateful=ov_model.stateful, window=attention_window(ov_model.config))
 
@@ -106,6 +107,9 @@ class DecoderSession:
         """Forget the whole sequence (a new generation starts)."""
         self.length = 0
         self._slot_count = 0
+        if "beam_idx" in self._ports:
+            # Set at every reset: plain `generate()` with a batch (or beams) on the same request leaves a longer one.
+            self.request.set_tensor(self._ports["beam_idx"], ov.Tensor(np.zeros(1, dtype=np.int32)))
         if self.stateful:
             self.request.reset_state()
         else:

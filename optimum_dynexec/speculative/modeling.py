@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import threading
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -22,8 +22,10 @@ from transformers import GenerationConfig, StoppingCriteriaList
 from transformers.generation.stopping_criteria import MaxTimeCriteria, StopStringCriteria
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from ..openvino_cpu import prepare_to_compile
+from ..utils.io import atomic_save_into, remove_abandoned_staging
 from ..weight_compression import weight_compression_config
-from .decoding import ChainSpeculator, DecodingStats
+from .decoding import BannedTokens, ChainSpeculator, DecodingStats
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
 from .eagle_decoding import TreeSettings
 from .eagle import attention_with_shared_mask
@@ -73,6 +75,9 @@ SPECULATIVE_DEFAULTS = {
     "assistant_confidence_threshold": 0.0,
 }
 MAX_DRAFT_TOKENS = 16
+# The largest `num_assistant_tokens` / `prompt_lookup_num_tokens` accepted: a verification scores every drafted token,
+# and on a CPU a draft far longer than the adapted length ever reaches only costs time.
+MAX_REQUESTED_DRAFT_TOKENS = 128
 
 # Generation settings the speculative loop does not implement, with the value that means "off".
 _PLAIN_ONLY_SETTINGS = {
@@ -84,10 +89,6 @@ _PLAIN_ONLY_SETTINGS = {
     "encoder_repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "bad_words_ids": None,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
     "forced_bos_token_id": None,
     "forced_eos_token_id": None,
     "sequence_bias": None,
@@ -178,14 +179,23 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             **kwargs: everything `OVModelForCausalLM.from_pretrained` takes (`export`, `ov_config`, `device`,
                 `compile`, `quantization_config`, `load_in_8bit`, ...), applied to the target and the draft.
         """
+        _check_model_argument(model_id, "model_id")
+        if draft_model is not None and not isinstance(draft_model, OVModelForCausalLM):
+            _check_model_argument(draft_model, "draft_model")
+        if Path(model_id).is_dir():
+            remove_abandoned_staging(model_id)
         user_ov_config = kwargs.get("ov_config")
         kwargs["ov_config"] = target_ov_config(user_ov_config)
-        model = super().from_pretrained(model_id, *args, **kwargs)
+        # Compiled once the class is final: `compile()` picks crash-free properties (`openvino_cpu`).
+        compile_now = kwargs.pop("compile", True)
+        model = _load_ov_model(super().from_pretrained, model_id, "model_id", *args, compile=False, **kwargs)
         if not isinstance(model, OVSpeculativeModelForCausalLM):
             # optimum-intel swaps in its own subclass for some architectures (phi3, bloom, gpt_bigcode, ...).
             model.__class__ = _speculative_variant(type(model))
             model._attach_draft(None)
             model._attach_eagle(None)
+        if compile_now:
+            model.compile()
         if not model.stateful and cache_rounded_to_16_bits(model.model):
             logger.warning(
                 "This stateless IR rounds its KV cache to 16 bits inside the graph (optimum-intel saves it so when a "
@@ -237,11 +247,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         `OVModelForCausalLM.from_pretrained(save_directory)` still loads the target alone.
         """
         save_directory = Path(save_directory)
-        if save_directory.is_file():
-            raise ValueError(f"`save_directory` ({save_directory}) is a file; pass a directory.")
-        save_directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".dynexec-save-", dir=save_directory))
-        try:
+        with atomic_save_into(save_directory) as staging:
             super().save_pretrained(staging, **kwargs)
             our_config = {"speculative": {"draft_subfolder": DRAFT_SUBFOLDER if self.draft_model else None,
                                           "eagle_subfolder": EAGLE_SUBFOLDER if self.eagle else None}}
@@ -250,17 +256,16 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             if self.eagle is not None:
                 self.eagle.save_pretrained(staging / EAGLE_SUBFOLDER)
             (staging / DYNEXEC_CONFIG_NAME).write_text(json.dumps(our_config, indent=2) + "\n")
-            for entry in staging.iterdir():
-                destination = save_directory / entry.name
-                if destination.is_dir():
-                    shutil.rmtree(destination)
-                os.replace(entry, destination)
-            # A part this model does not have must not survive from an earlier save: from_pretrained would load it.
-            for subfolder in (DRAFT_SUBFOLDER, EAGLE_SUBFOLDER):
-                if subfolder not in our_config["speculative"].values():
-                    shutil.rmtree(save_directory / subfolder, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # A part this model does not have must not survive from an earlier save: from_pretrained would load it.
+        for subfolder in (DRAFT_SUBFOLDER, EAGLE_SUBFOLDER):
+            if subfolder not in our_config["speculative"].values():
+                shutil.rmtree(save_directory / subfolder, ignore_errors=True)
+
+    def compile(self):
+        """Compile the target as `OVModelForCausalLM` does, with properties that avoid known OpenVINO crashes
+        (`optimum_dynexec.openvino_cpu`)."""
+        prepare_to_compile(self)
+        super().compile()
 
     # ------------------------------------------------------------------------------------------------ generation
 
@@ -284,10 +289,26 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         with `return_dict_in_generate=True`. After a speculative call, `self.last_decoding_stats` tells how many
         target calls were made and how many drafted tokens were accepted; after a plain one, it is `None`.
         """
+        with self._generation_lock:
+            return self._generate(inputs, generation_config, logits_processor, stopping_criteria,
+                                  prefix_allowed_tokens_fn, synced_gpus, assistant_model, streamer, negative_prompt_ids,
+                                  negative_prompt_attention_mask, kwargs)
+
+    @property
+    def _generation_lock(self) -> threading.RLock:
+        """Serializes `generate()` calls on this object: they share the infer requests and the KV caches in them,
+        so calls from several threads run one after the other (each gets exactly its sequential result)."""
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
+
+    def _generate(self, inputs, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn,
+                  synced_gpus, assistant_model, streamer, negative_prompt_ids, negative_prompt_attention_mask, kwargs):
         self.last_decoding_stats = None
         tokenizer = kwargs.pop("tokenizer", None)
         kwargs.pop("assistant_tokenizer", None)
-        self._eagle_tree = _tree_settings(kwargs.pop("eagle_tree", None))
+        eagle_tree = _tree_settings(kwargs.pop("eagle_tree", None))
         for name, value in SPECULATIVE_DEFAULTS.items():
             if _unset(name, kwargs, generation_config, self.generation_config):
                 kwargs[name] = value
@@ -295,20 +316,28 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         input_ids = inputs if inputs is not None else model_kwargs.get("input_ids")
         if input_ids is None:
             raise ValueError("Pass the prompt as `inputs` or `input_ids` (a LongTensor of shape [1, length]).")
+        _check_prompt(input_ids, model_kwargs.get("attention_mask"), self.config.vocab_size)
+        _check_generation_settings(config, input_ids.shape[1])
 
-        speculator = self._speculator_for(config, assistant_model)
+        speculator = self._speculator_for(config, assistant_model, eagle_tree)
         reason = self._reason_to_decode_plainly(
             config, input_ids, logits_processor, prefix_allowed_tokens_fn, negative_prompt_ids, model_kwargs
         )
         if speculator is None or reason is not None:
             if speculator is not None:
-                logger.warning("Speculative decoding is off for this call (%s); decoding plainly.", reason)
+                self._warn_once(f"Speculative decoding is off for calls with {reason}; they decode plainly.")
             return self._generate_plainly(
                 inputs, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn,
                 synced_gpus, streamer, negative_prompt_ids, negative_prompt_attention_mask, tokenizer, kwargs,
             )
         return self._generate_speculatively(config, input_ids, model_kwargs, speculator, stopping_criteria,
                                             streamer, tokenizer)
+
+    def _warn_once(self, message: str) -> None:
+        warned = self.__dict__.setdefault("_warned", set())
+        if message not in warned:
+            warned.add(message)
+            logger.warning(message)
 
     def _generate_speculatively(self, config, input_ids, model_kwargs, speculator, stopping_criteria, streamer,
                                 tokenizer):
@@ -326,6 +355,13 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         sampling = SamplingSettings(config.temperature or 1.0, config.top_k, config.top_p) if config.do_sample else None
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if sampling else None
         should_stop = self._user_stopping_rule(config, stopping_criteria, tokenizer)
+        # transformers' min-length processors count `min_length` over the whole (padded) input.
+        banned = BannedTokens(
+            eos_until=max(config.min_new_tokens or 0, (config.min_length or 0) - input_ids.shape[1]),
+            eos_ids=tuple(eos_ids),
+            always=tuple(int(token) for token in config.suppress_tokens or ()),
+            at_first=tuple(int(token) for token in config.begin_suppress_tokens or ()),
+        )
 
         on_tokens = None
         if streamer is not None:
@@ -336,7 +372,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         new_tokens = np.zeros(0, dtype=np.int64)
         if max_new_tokens > 0:
             new_tokens = speculator.decode(prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens,
-                                           stats)
+                                           stats, banned)
         if streamer is not None:
             streamer.end()
         self.last_decoding_stats = stats
@@ -367,14 +403,14 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             self._session = DecoderSession(self.request, self.stateful, attention_window(self.config))
         return self._session
 
-    def _speculator_for(self, config: GenerationConfig, assistant_model):
-        """What speculates in this call: the EAGLE head (tree drafts), or the target with a chain drafter; `None`
-        when nothing drafts (plain decoding)."""
+    def _speculator_for(self, config: GenerationConfig, assistant_model, eagle_tree: Optional[TreeSettings] = None):
+        """What speculates in this call: the EAGLE head (tree drafts, `eagle_tree` or the head's default shape), or
+        the target with a chain drafter; `None` when nothing drafts (plain decoding)."""
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
             if self.eagle._compiled is None:
                 self.eagle.compile(self.model, self._device, target_ov_config(self._user_ov_config),
                                    drafter_ov_config(self._user_ov_config), attention_window(self.config))
-            return self.eagle.speculator(getattr(self, "_eagle_tree", None))
+            return self.eagle.speculator(eagle_tree)
         drafter = self._drafter_for(config, assistant_model)
         return None if drafter is None else ChainSpeculator(self._target_session(), drafter)
 
@@ -383,7 +419,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         if config.prompt_lookup_num_tokens is not None:
             if assistant_model is not None:
                 raise ValueError("Pass either `assistant_model` or `prompt_lookup_num_tokens`, not both.")
-            maximum = int(config.prompt_lookup_num_tokens)
+            maximum = _draft_token_count(config.prompt_lookup_num_tokens, "prompt_lookup_num_tokens")
             draft_length = DraftLength(maximum, maximum, config.num_assistant_tokens_schedule)
             # Prompt lookup is rebuilt per call: its only state is the adapted length, which follows the text.
             ngram_size = config.max_matching_ngram_size
@@ -403,7 +439,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                config.assistant_confidence_threshold)
         if key not in self._drafters:
             draft_length = DraftLength(
-                int(config.num_assistant_tokens), MAX_DRAFT_TOKENS, config.num_assistant_tokens_schedule
+                _draft_token_count(config.num_assistant_tokens, "num_assistant_tokens"), MAX_DRAFT_TOKENS,
+                config.num_assistant_tokens_schedule,
             )
             self._drafters = {key: DraftModelDrafter(
                 DecoderSession.for_model(draft_model), draft_length, config.assistant_confidence_threshold or 0.0
@@ -506,6 +543,7 @@ def _load_eagle(model_id, eagle_head, eagle_tree, kwargs, eagle_quantization_con
 
 def load_draft_model(draft: Union[str, Path], **kwargs) -> OVModelForCausalLM:
     """Load a draft model from a directory or model id, exporting it to OpenVINO when it holds no IR."""
+    _check_model_argument(draft, "draft_model")
     draft_path = Path(draft)
     export = not (draft_path / "openvino_model.xml").is_file()
     if export and draft_path.exists() and not (draft_path / "config.json").is_file():
@@ -513,7 +551,100 @@ def load_draft_model(draft: Union[str, Path], **kwargs) -> OVModelForCausalLM:
             f"`draft_model` directory {draft_path} holds neither an OpenVINO model (openvino_model.xml) nor a "
             "transformers checkpoint (config.json)."
         )
-    return OVModelForCausalLM.from_pretrained(draft, export=export, **kwargs)
+    compile_now = kwargs.pop("compile", True)
+    draft_model = _load_ov_model(OVModelForCausalLM.from_pretrained, draft, "draft_model", export=export,
+                                 compile=False, **kwargs)
+    if compile_now:
+        prepare_to_compile(draft_model)
+        draft_model.compile()
+    return draft_model
+
+
+# What a model id that is meant as a local path looks like (a hub id is `name` or `owner/name`).
+_MODEL_FILE_SUFFIXES = (".xml", ".bin", ".gguf", ".safetensors", ".json", ".onnx")
+
+
+def _check_model_argument(model_id, argument: str) -> None:
+    """A clear error for a model argument that is not a model: the wrong type, or a local path that does not exist
+    (which the hub would otherwise report as an invalid repository id)."""
+    if not isinstance(model_id, (str, Path)):
+        raise TypeError(f"`{argument}` must be a folder path or a model id (str or Path), got "
+                        f"{type(model_id).__name__}.")
+    text = str(model_id)
+    looks_local = (isinstance(model_id, Path) or Path(text).is_absolute() or text.startswith((".", "~"))
+                   or text.count("/") > 1 or text.endswith(_MODEL_FILE_SUFFIXES))
+    if looks_local and not Path(text).expanduser().exists():
+        raise ValueError(f"`{argument}`: {text} does not exist. Pass the folder of an OpenVINO export or of a "
+                         "transformers checkpoint (with `export=True`).")
+
+
+def _load_ov_model(load, model_id, argument: str, *args, **kwargs):
+    """`load(model_id, ...)` (an optimum-intel `from_pretrained`) with its failures on unreadable files, or on an id
+    that is neither a local folder nor on the hub, said as a `ValueError` that names the argument and the fix."""
+    try:
+        return load(model_id, *args, **kwargs)
+    except RuntimeError as error:  # OpenVINO cannot read the IR (truncated .xml or .bin)
+        files = [name for name in ("openvino_model.xml", "openvino_model.bin") if (Path(model_id) / name).is_file()]
+        raise ValueError(
+            f"`{argument}`: OpenVINO cannot read the model in {model_id} ({', '.join(files) or 'no IR files'}): "
+            f"{str(error).strip().splitlines()[0]}. The files are damaged or incomplete; export the model again "
+            "(`from_pretrained(checkpoint, export=True)` then `save_pretrained`, or `optimum-cli export dynexec`)."
+        ) from error
+    except Exception as error:  # an id that is no local folder: the hub's errors (not found, invalid, no network)
+        if Path(str(model_id)).expanduser().exists():
+            raise
+        raise ValueError(
+            f"`{argument}`={str(model_id)!r} is neither a local folder nor a model this machine can download "
+            f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}). Pass the "
+            "folder of an OpenVINO export or a transformers checkpoint."
+        ) from error
+
+
+def _draft_token_count(value, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_REQUESTED_DRAFT_TOKENS:
+        raise ValueError(f"`{argument}` must be an integer from 1 to {MAX_REQUESTED_DRAFT_TOKENS}, got {value!r}.")
+    return int(value)
+
+
+def _check_prompt(input_ids, attention_mask, vocab_size: Optional[int]) -> None:
+    """Clear errors for prompts OpenVINO would fail on deep inside, or answer wrongly."""
+    if not isinstance(input_ids, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"`input_ids` must be a torch.LongTensor of shape [batch, length] (e.g. "
+                        f"`tokenizer(text, return_tensors='pt')`), got {type(input_ids).__name__}.")
+    if input_ids.ndim != 2:
+        raise ValueError(f"`input_ids` must have shape [batch, length], got shape {tuple(input_ids.shape)}: add the "
+                         "batch axis (`input_ids[None]`) or tokenize with `return_tensors='pt'`.")
+    ids = torch.as_tensor(input_ids)
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"`input_ids` must hold integer token ids, got dtype {ids.dtype}.")
+    if ids.shape[1] == 0:
+        raise ValueError("`input_ids` is empty: the prompt needs at least one token (e.g. the BOS token).")
+    if vocab_size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"`input_ids` holds token ids outside the model's vocabulary [0, {vocab_size}): was it "
+                         "tokenized with this model's tokenizer?")
+    if attention_mask is not None:
+        mask = torch.as_tensor(attention_mask)
+        if tuple(mask.shape) != tuple(ids.shape):
+            raise ValueError(f"`attention_mask` must have the shape of `input_ids` {tuple(ids.shape)}, got "
+                             f"{tuple(mask.shape)}.")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("`attention_mask` must hold only 0 (padding) and 1 (token).")
+        if bool((mask.sum(dim=1) == 0).any()):
+            raise ValueError("`attention_mask` masks out every token of a prompt: each row needs at least one 1.")
+
+
+def _check_generation_settings(config: GenerationConfig, input_length: int) -> None:
+    """The settings checks plain `generate()` makes too, made before anything runs."""
+    if config.max_new_tokens is None and config.max_length is not None and config.max_length <= input_length:
+        raise ValueError(f"Input length of input_ids is {input_length}, but `max_length` is set to "
+                         f"{config.max_length}: set `max_new_tokens` (or a larger `max_length`).")
+    if config.do_sample and config.temperature is not None and not config.temperature > 0:
+        raise ValueError(f"`temperature` (={config.temperature}) must be strictly positive for sampling; for greedy "
+                         "decoding set `do_sample=False`.")
+    for name in ("min_new_tokens", "min_length"):
+        value = getattr(config, name, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+            raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
 
 
 def _logits_width(ov_model: OVModelForCausalLM) -> int:

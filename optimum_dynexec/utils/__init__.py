@@ -1,0 +1,1 @@
+"""Helpers shared by every capability (no capability code here)."""

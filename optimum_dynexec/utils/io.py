@@ -1,0 +1,135 @@
+"""Writing folders so that a reader never sees half of one: the one place the package does it.
+
+Everything is first written to a staging folder on the same file system, then moved into place with `os.replace`.
+A staging folder is named after the process that writes it (`.dynexec-staging-<pid>-...`): a save killed half-way
+(SIGKILL, power loss) leaves it behind, and the next save or load in that place removes it once that process is gone.
+A write that fails (a full disk, a folder that is not writable) raises an `OSError` that names the destination and
+leaves the destination as it was.
+"""
+
+import errno
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Union
+
+STAGING_PREFIX = ".dynexec-staging-"
+
+
+def remove_abandoned_staging(folder: Union[str, Path]) -> None:
+    """Remove the staging folders in `folder` whose writing process no longer runs (interrupted saves)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.glob(f"{STAGING_PREFIX}*"):
+        pid = entry.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _process_is_running(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _new_staging(parent: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def _write_error(destination: Path, error: BaseException) -> OSError:
+    """An `OSError` that says where the write failed and what to do; the original error is chained."""
+    try:
+        free = f"{shutil.disk_usage(destination if destination.exists() else destination.parent).free / 2**20:.0f} MiB"
+    except OSError:
+        free = "unknown"
+    code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+    return OSError(
+        code,
+        f"Could not write {destination}: {error} (free space there: {free}). Free disk space or choose another "
+        "folder, then save again; nothing was changed at the destination.",
+    )
+
+
+@contextmanager
+def atomic_directory(final_path: Union[str, Path]) -> Iterator[Path]:
+    """Yield an empty staging folder; when the block ends without error it replaces `final_path` in one step.
+
+    On any exception the staging folder is removed and `final_path` is left as it was, so a crashed or interrupted
+    write leaves nothing half-written that a later reader could mistake for a finished one.
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(final_path.parent)
+    staging = _new_staging(final_path.parent)
+    try:
+        try:
+            yield staging
+        except (OSError, RuntimeError) as error:  # OpenVINO reports a failed write as a RuntimeError
+            if _is_write_failure(error):
+                raise _write_error(final_path, error) from error
+            raise
+        if final_path.exists():
+            old = _new_staging(final_path.parent)
+            os.replace(final_path, old / final_path.name)
+            os.replace(staging, final_path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_save_into(save_directory: Union[str, Path]) -> Iterator[Path]:
+    """Yield a staging folder for files that go *into* `save_directory` (which may hold other files, as a
+    `save_pretrained` destination does); when the block ends without error every entry written replaces its
+    namesake in `save_directory`.
+
+    On any exception nothing in `save_directory` changes, and a folder this call created is removed again.
+    """
+    save_directory = Path(save_directory)
+    if save_directory.exists() and not save_directory.is_dir():
+        raise ValueError(f"`save_directory` ({save_directory}) is a file; pass a folder.")
+    created = not save_directory.exists()
+    save_directory.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(save_directory)
+    try:
+        staging = _new_staging(save_directory)
+    except OSError as error:
+        raise _write_error(save_directory, error) from error
+    try:
+        try:
+            yield staging
+        except (OSError, RuntimeError) as error:
+            if _is_write_failure(error):
+                raise _write_error(save_directory, error) from error
+            raise
+        for entry in staging.iterdir():
+            destination = save_directory / entry.name
+            if destination.is_dir():
+                shutil.rmtree(destination)
+            os.replace(entry, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(save_directory, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_write_failure(error: BaseException) -> bool:
+    """An OS-level write error, or OpenVINO's `save_model` failing on its output stream (a full disk)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
+    message = str(error)
+    return "iostream error" in message or "Cannot open" in message and "for writing" in message
