@@ -265,7 +265,10 @@ def load_plain(path, **kwargs) -> OVModelForCausalLM:
 
 
 def load_speculative(path, **kwargs) -> OVSpeculativeModelForCausalLM:
-    return OVSpeculativeModelForCausalLM.from_pretrained(path, ov_config=dict(TEST_OV_CONFIG), **kwargs)
+    """The speculative model at f32, the setting under which its greedy output is token-identical to `load_plain`'s
+    (the package's default is the device's precision, as plain optimum-intel's is)."""
+    return OVSpeculativeModelForCausalLM.from_pretrained(path, ov_config={**EXACT_PRECISION_CONFIG, **TEST_OV_CONFIG},
+                                                         **kwargs)
 
 
 def new_tokens(model, prompt: torch.Tensor, **kwargs) -> list:

@@ -28,7 +28,7 @@ def test_cli_exports_target_and_draft_in_the_save_pretrained_layout(tiny_models,
 
     assert (output / "openvino_model.xml").is_file() and (output / "draft" / "openvino_model.xml").is_file()
     assert json.loads((output / "dynexec_config.json").read_text())["speculative"]["draft_subfolder"] == "draft"
-    model = OVSpeculativeModelForCausalLM.from_pretrained(output)
+    model = OVSpeculativeModelForCausalLM.from_pretrained(output, ov_config=EXACT_PRECISION_CONFIG)
     assert model.draft_model is not None
     assert _has_int8_weights(model) and _has_int8_weights(model.draft_model)
 

@@ -360,3 +360,68 @@ def test_missing_models_get_a_clear_error(llama, arguments, error, message):
     model_id = arguments.pop("model_id", target_dir)
     with pytest.raises(error, match=message):
         load_speculative(model_id, **arguments)
+
+
+# ------------------------------------------------------------------------------------- native precision
+
+def test_default_precision_is_plains_and_diverges_only_at_near_ties(llama):
+    """At the device's default precision (plain optimum-intel's), greedy output equals plain default decoding's
+    wherever the target's choice is clear: a first divergence sits at a position where the two tokens' logits are
+    within the precision's rounding of each other."""
+    from optimum.intel import OVModelForCausalLM
+
+    from optimum_dynexec.openvino_cpu import crash_free
+
+    target_dir, draft_dir, exact = llama
+    properties = crash_free(SINGLE_THREAD, "CPU", True)  # no precision named: the device's default
+    plain = OVModelForCausalLM.from_pretrained(target_dir, ov_config=properties)
+    model = OVSpeculativeModelForCausalLM.from_pretrained(target_dir, draft_model=draft_dir, ov_config=properties)
+    assert "INFERENCE_PRECISION_HINT" not in model.ov_config  # nothing added to what plain runs with
+    assert model.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT") == \
+        plain.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+    identical = drafted = 0
+    for seed in range(6):
+        prompt = repetitive_prompt(exact, seed) if seed % 2 else random_prompt(seed, 10)
+        for drafting in ({}, dict(prompt_lookup_num_tokens=4)):
+            ours = new_tokens(model, prompt, max_new_tokens=24, **drafting)
+            reference = new_tokens(plain, prompt, max_new_tokens=24)
+            drafted += model.last_decoding_stats.drafted_tokens
+            if ours == reference:
+                identical += 1
+                continue
+            index = next(i for i, (a, b) in enumerate(zip(ours, reference)) if a != b)
+            prefix = torch.cat([prompt, torch.tensor([reference[:index]], dtype=prompt.dtype).reshape(1, -1)], 1)
+            logits = exact(input_ids=prefix, attention_mask=torch.ones_like(prefix)).logits[0, -1]
+            margin = abs(float(logits[ours[index]] - logits[reference[index]]))
+            assert margin < 0.02 * float(logits.abs().max()), (seed, drafting, index, margin)
+    assert identical >= 6 and drafted > 0  # most outputs are identical outright
+
+
+def test_gguf_files_are_accepted_wherever_a_model_id_is(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from test_gguf import _reference_tokenizer, _torch_model, write_gguf
+
+    monkeypatch.setenv("OPTIMUM_DYNEXEC_CACHE", str(tmp_path / "cache"))
+    tokenizer = _reference_tokenizer("smollm")
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    target = write_gguf(tmp_path / "target.gguf", model=_torch_model("llama", vocab_size, seed=0), tokenizer=tokenizer)
+    draft = write_gguf(tmp_path / "draft.gguf", model=_torch_model("llama", vocab_size, seed=1), tokenizer=tokenizer)
+
+    model = OVSpeculativeModelForCausalLM.from_pretrained(target, draft_model=draft, ov_config=dict(SINGLE_THREAD))
+    assert model.draft_model is not None and model.config.vocab_size == vocab_size
+    prompt = torch.tensor([tokenizer.encode("def main():\n    return 1").ids])
+    ours = new_tokens(model, prompt, max_new_tokens=8)
+    assert model.last_decoding_stats.drafted_tokens > 0
+    reference = OVSpeculativeModelForCausalLM.from_pretrained(target, ov_config=dict(SINGLE_THREAD))
+    assert ours == new_tokens(reference, prompt, max_new_tokens=8)  # same weights, same precision, no draft
+
+    output = tmp_path / "exported"
+    result = subprocess.run([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "dynexec", "--model",
+                             str(target), "--draft-model", str(draft), str(output)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (output / "openvino_model.xml").is_file() and (output / "draft" / "openvino_model.xml").is_file()
+    assert (output / "tokenizer.json").is_file() and (output / "openvino_tokenizer.xml").is_file()
+    with pytest.raises(ValueError, match="does not exist"):
+        OVSpeculativeModelForCausalLM.from_pretrained(tmp_path / "missing.gguf")

@@ -126,15 +126,24 @@ def export_speculative(
     loads them."""
     from tqdm.auto import tqdm
 
-    from optimum_dynexec.speculative.modeling import DRAFT_SUBFOLDER, OVSpeculativeModelForCausalLM
+    from optimum_dynexec.gguf import checkpoint_for_gguf, is_gguf
+    from optimum_dynexec.speculative.modeling import (DRAFT_SUBFOLDER, EXACT_PRECISION_CONFIG,
+                                                      OVSpeculativeModelForCausalLM)
 
+    # A .gguf file becomes a transformers checkpoint first, which also gives the tokenizer files saved below.
+    model = checkpoint_for_gguf(model) if is_gguf(model) else model
+    draft_model = checkpoint_for_gguf(draft_model) if draft_model is not None and is_gguf(draft_model) else draft_model
     steps = tqdm(total=3, desc="export dynexec", unit="step")
     try:
         steps.set_postfix_str("exporting to OpenVINO")
         with model_load_errors({"--model": model, "--draft-model": draft_model, "--eagle-head": eagle_head}):
+            # Loaded at f32 only to be saved: a stateless model loaded at bf16 would be saved rounding its KV cache
+            # to bf16 inside the graph (`kv_cache.cache_rounded_to_16_bits`); the precision it runs at is chosen
+            # when the saved folder is loaded.
             speculative = OVSpeculativeModelForCausalLM.from_pretrained(
                 model, export=True, draft_model=draft_model, eagle_head=eagle_head,
                 quantization_config=quantization_config_for(weight_format), compile=False,
+                ov_config=dict(EXACT_PRECISION_CONFIG),
             )
         steps.update()
         steps.set_postfix_str("saving")

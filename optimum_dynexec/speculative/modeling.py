@@ -22,6 +22,7 @@ from transformers import GenerationConfig, StoppingCriteriaList
 from transformers.generation.stopping_criteria import MaxTimeCriteria, StopStringCriteria
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from ..gguf import checkpoint_for_gguf, is_gguf
 from ..openvino_cpu import prepare_to_compile
 from ..utils.io import atomic_save_into, remove_abandoned_staging
 from ..weight_compression import weight_compression_config
@@ -39,17 +40,19 @@ logger = logging.getLogger(__name__)
 DYNEXEC_CONFIG_NAME = "dynexec_config.json"
 DRAFT_SUBFOLDER = "draft"
 
-# Speculation verifies several tokens in one call. With reduced-precision kernels (bf16, this CPU's default) the
-# logits of a token computed in a batch of k differ from those computed alone in the 3rd digit, so greedy output
-# could flip at near-ties. In f32 they agree to ~1e-6, which keeps greedy decoding token-identical to plain
-# decoding. An explicit `ov_config` entry from the caller always wins.
+# The target verifies at the precision plain `OVModelForCausalLM` runs at on the device (bf16 where the CPU has it):
+# that is the model the user runs today, and what speculation must be faster than. There every emitted token is the
+# target's own greedy choice in the call that verified it; a token verified in a batch of k gets logits that differ
+# from those computed alone in the 3rd digit at bf16, so output can differ from plain decoding where two tokens are
+# nearly tied (docs/speculative.md, "Exactness"). In f32 they agree to ~1e-6: `ov_config=EXACT_PRECISION_CONFIG` makes
+# greedy output token-identical to plain f32 decoding.
 EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
 def target_ov_config(user_ov_config: Optional[dict]) -> dict:
-    """OpenVINO properties of the target that verifies: exact precision unless the caller's `ov_config` says
-    otherwise, then the caller's."""
-    return {**EXACT_PRECISION_CONFIG, **(user_ov_config or {})}
+    """OpenVINO properties of the target that verifies: the caller's `ov_config`, nothing added (the device's default
+    precision, as plain `OVModelForCausalLM` uses it)."""
+    return dict(user_ov_config or {})
 
 
 def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[dict] = None) -> dict:
@@ -108,7 +111,7 @@ _SPECULATION_ARGUMENTS = ("prompt_lookup_num_tokens", "max_matching_ngram_size",
 
 
 class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
-    """OpenVINO causal LM with speculative generation: token-identical greedy output, exact sampling, faster.
+    """OpenVINO causal LM with speculative generation: the target's own greedy choices, exact sampling, faster.
 
     Use it where you would use `OVModelForCausalLM`. `generate()` speculates when a drafter is available:
 
@@ -121,6 +124,12 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
 
     The number of drafted tokens adapts to how many the target accepts (`num_assistant_tokens_schedule`,
     `"heuristic"` by default here), down to plain decoding on text nothing can predict.
+
+    The target runs at the device's default precision, as plain `OVModelForCausalLM` does (bf16 where the CPU has
+    it): every emitted token is the target's greedy choice in the call that verified it, and output differs from
+    plain decoding only where two tokens are nearly tied. `ov_config=EXACT_PRECISION_CONFIG` (f32) makes greedy output
+    token-identical to plain f32 decoding. `model_id` and `draft_model` may also be `.gguf` files (llama, qwen2,
+    qwen3; converted once and cached, `optimum_dynexec.gguf`), with `export=True` implied.
 
     Example:
     ```python
@@ -182,6 +191,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         _check_model_argument(model_id, "model_id")
         if draft_model is not None and not isinstance(draft_model, OVModelForCausalLM):
             _check_model_argument(draft_model, "draft_model")
+        if is_gguf(model_id):
+            model_id, kwargs["export"] = checkpoint_for_gguf(model_id), True
         if Path(model_id).is_dir():
             remove_abandoned_staging(model_id)
         user_ov_config = kwargs.get("ov_config")
@@ -260,6 +271,12 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         for subfolder in (DRAFT_SUBFOLDER, EAGLE_SUBFOLDER):
             if subfolder not in our_config["speculative"].values():
                 shutil.rmtree(save_directory / subfolder, ignore_errors=True)
+
+    def update_pkv_precision(self, force_fp32=False):
+        """Stateless exports keep f32 cache ports at every precision: optimum-intel would give them the device's
+        (bf16), and `save_pretrained` would then write an IR that rounds the cache to bf16 inside the graph, which no
+        later load undoes (`kv_cache.cache_rounded_to_16_bits`); the plugin still computes at the device's precision."""
+        super().update_pkv_precision(force_fp32=True)
 
     def compile(self):
         """Compile the target as `OVModelForCausalLM` does, with properties that avoid known OpenVINO crashes
@@ -544,6 +561,8 @@ def _load_eagle(model_id, eagle_head, eagle_tree, kwargs, eagle_quantization_con
 def load_draft_model(draft: Union[str, Path], **kwargs) -> OVModelForCausalLM:
     """Load a draft model from a directory or model id, exporting it to OpenVINO when it holds no IR."""
     _check_model_argument(draft, "draft_model")
+    if is_gguf(draft):
+        draft = checkpoint_for_gguf(draft)
     draft_path = Path(draft)
     export = not (draft_path / "openvino_model.xml").is_file()
     if export and draft_path.exists() and not (draft_path / "config.json").is_file():
