@@ -1,62 +1,91 @@
 """The main job on the embedded default: `make demo` / `python -m optimum_dynexec.demo`.
 
-Builds (first run) or loads (later runs) the quick causal-LM fixture pair trained on the Python standard
-library, exports it to OpenVINO, completes held-out code with speculative generation, checks the output equals
-plain decoding, and prints the speed-up measured against plain `OVModelForCausalLM.generate()` in the same run.
+On a real pretrained model, SmolLM2-135M-Instruct (installed from PyPI as a GGUF file, converted and exported to
+OpenVINO on first use, then cached): streams answers generated with speculation (prompt lookup), then measures them
+side by side with what a user runs today, plain `OVModelForCausalLM` at its default settings, in the same run
+(interleaved, medians over repeats), and says how often the two outputs agree.
 """
 
 import argparse
+import statistics
 import time
-from pathlib import Path
+
+PROMPTS = {
+    "chat": "What are the main differences between a list and a tuple in Python?",
+    "grounded": (
+        "Fix the spelling in this text and return it:\n\n"
+        "Teh quick brwon fox jumpd over teh lazy dog. It was a sunny dya and evryone in the vilage was hapy. The "
+        "childern playd in the feilds untill the sun went down, and their parnets watchd them from the porch."
+    ),
+}
 
 
-def speculative_demo(size: str = "quick", prompts_per_task: int = 4, max_new_tokens: int = 96, repeats: int = 3):
-    from transformers import AutoTokenizer
+def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_num_tokens: int = 5) -> dict:
+    """Stream one answer per prompt kind, then time plain vs speculative on them; returns the measurements."""
+    import torch
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer, TextStreamer
 
     from optimum_dynexec import OVSpeculativeModelForCausalLM
-    from optimum_dynexec.benchmark.generation import format_table, run_fixture_benchmark
-    from optimum_dynexec.fixtures.causal_lm import build_causal_lm_fixture, evaluation_prompts
+    from optimum_dynexec.fixtures.real_model import real_model
 
-    print(f"== Speculative generation on the {size!r} fixture (target + draft trained on the standard library)")
-    fixture = build_causal_lm_fixture(size)
-    quality = fixture.quality
-    print(f"fixture quality: {quality}")
+    print("== Speculative generation on a real model: SmolLM2-135M-Instruct (OpenVINO, default precision)")
+    folder = real_model()["openvino"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    plain = OVModelForCausalLM.from_pretrained(folder)  # the user's baseline: optimum-intel at its defaults
+    ours = OVSpeculativeModelForCausalLM.from_pretrained(folder)
+    speculation = dict(prompt_lookup_num_tokens=prompt_lookup_num_tokens)
+    settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
 
-    results, _, output = run_fixture_benchmark(
-        size, prompts_per_task, max_new_tokens, repeats, tasks=("completion", "editing"),
-        output=Path("results") / f"demo-generation-{size}.json",
-    )
-    model_dir = Path(fixture.path) / "openvino-fp32"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = OVSpeculativeModelForCausalLM.from_pretrained(model_dir)
-    prompt = evaluation_prompts(fixture, "completion", 1, seed=7)[0]
-    inputs = tokenizer(prompt, return_tensors="pt")
-    start = time.perf_counter()
-    generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    seconds = time.perf_counter() - start
-    stats = model.last_decoding_stats
-    print("\n-- held-out prompt (tail) --------------------------------------------")
-    print(prompt[-400:])
-    print("-- speculative completion --------------------------------------------")
-    print(tokenizer.decode(generated[0, inputs["input_ids"].shape[1]:]))
-    print("----------------------------------------------------------------------")
-    print(f"{stats.new_tokens} tokens in {seconds:.2f} s with {stats.target_calls} target calls "
-          f"({stats.mean_accepted_length:.2f} tokens per verification)\n")
-    print(format_table(results))
-    for result in results:
-        if result.mode in ("draft", "prompt_lookup"):
-            print(f"{result.task:>10} / {result.mode:<13}: {result.speedup:.2f}x plain optimum-intel generate(), "
-                  f"greedy output identical on {result.identical_to_plain} prompts")
-    print(f"results written to {output}")
+    inputs = {}
+    for kind, question in PROMPTS.items():
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+        inputs[kind] = tokenizer(text, return_tensors="pt")
+        print(f"\n-- {kind} prompt ------------------------------------------------------------\n{question}\n"
+              f"-- answer (streamed, speculative) ---------------------------------------")
+        ours.generate(**inputs[kind], streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+                      max_new_tokens=max_new_tokens, do_sample=False, **speculation)
+
+    print(f"\n-- timing: {repeats} repeats, interleaved, {max_new_tokens} new tokens each --")
+    results = {}
+    for kind, encoded in inputs.items():
+        runs = {"plain": lambda: plain.generate(**encoded, **settings),
+                "speculative": lambda: ours.generate(**encoded, **settings, **speculation)}
+        seconds = {mode: [] for mode in runs}
+        outputs = {mode: run() for mode, run in runs.items()}  # warm-up, and the outputs compared
+        for _ in range(repeats):
+            for mode, run in runs.items():
+                start = time.perf_counter()
+                run()
+                seconds[mode].append(time.perf_counter() - start)
+        ours.generate(**encoded, **settings, **speculation)
+        stats = ours.last_decoding_stats
+        plain_rate = max_new_tokens / statistics.median(seconds["plain"])
+        ours_rate = max_new_tokens / statistics.median(seconds["speculative"])
+        prompt_length = encoded["input_ids"].shape[1]
+        same = bool(torch.equal(outputs["plain"], outputs["speculative"]))
+        results[kind] = dict(plain_tokens_per_second=plain_rate, speculative_tokens_per_second=ours_rate,
+                             speedup=ours_rate / plain_rate, target_calls=stats.target_calls,
+                             new_tokens_per_target_call=stats.new_tokens / stats.target_calls,
+                             identical_to_plain=same)
+        print(f"{kind:>9}: plain {plain_rate:6.1f} tok/s, speculative {ours_rate:6.1f} tok/s -> "
+              f"{ours_rate / plain_rate:.2f}x; {stats.new_tokens / stats.target_calls:.2f} new tokens per target call; "
+              f"output {'identical to' if same else 'differs from'} plain (prompt {prompt_length} tokens)")
+    return results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="quick", choices=["quick", "benchmark"])
-    parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="New tokens per answer (default %(default)s).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed repeats, medians reported (default %(default)s).")
+    parser.add_argument("--prompt-lookup-num-tokens", type=int, default=5,
+                        help="Tokens drafted per verification (default %(default)s).")
     args = parser.parse_args()
-    speculative_demo(args.size, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+    for name in ("max_new_tokens", "repeats", "prompt_lookup_num_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    speculative_demo(args.max_new_tokens, args.repeats, args.prompt_lookup_num_tokens)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,25 @@ def test_prompt_lookup_saves_target_calls_on_repetitive_text(tiny_models):
     assert stats.new_tokens == 64
     assert stats.target_calls <= 64 / 4
     assert stats.mean_accepted_length >= 4
+
+
+def test_prompt_lookup_defaults_to_a_constant_length_and_trigrams(tiny_models, monkeypatch):
+    """Prompt lookup drafts for free: unless the caller sets a schedule its length stays constant, n-grams up to 3."""
+    from conftest import load_speculative, random_prompt
+
+    from optimum_dynexec.speculative import drafters, modeling
+
+    made = []
+    original = drafters.PromptLookupDrafter.__init__
+
+    def spy(self, draft_length, max_matching_ngram_size=2):
+        made.append((draft_length.schedule, max_matching_ngram_size))
+        original(self, draft_length, max_matching_ngram_size)
+
+    monkeypatch.setattr(modeling.PromptLookupDrafter, "__init__", spy)
+    model = load_speculative(tiny_models.ir("llama"))
+    prompt = random_prompt(2, 8)
+    model.generate(prompt, max_new_tokens=3, prompt_lookup_num_tokens=4)
+    model.generate(prompt, max_new_tokens=3, prompt_lookup_num_tokens=4, num_assistant_tokens_schedule="heuristic",
+                   max_matching_ngram_size=2)
+    assert made == [("constant", 3), ("heuristic", 2)]

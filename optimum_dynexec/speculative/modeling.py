@@ -78,6 +78,11 @@ SPECULATIVE_DEFAULTS = {
     "assistant_confidence_threshold": 0.0,
 }
 MAX_DRAFT_TOKENS = 16
+# Prompt lookup drafts for free (no model call), so its defaults differ: a constant draft length (transformers' and
+# openvino-genai's rule; the heuristic's drop to zero drafts made its rare probes miss the moment the output starts
+# copying) and n-grams of up to 3 tokens. Measured on the real model: docs/benchmarks.md, "Speculative generation".
+PROMPT_LOOKUP_DEFAULTS = {"num_assistant_tokens_schedule": "constant"}
+PROMPT_LOOKUP_NGRAM_SIZE = 3
 # The largest `num_assistant_tokens` / `prompt_lookup_num_tokens` accepted: a verification scores every drafted token,
 # and on a CPU a draft far longer than the adapted length ever reaches only costs time.
 MAX_REQUESTED_DRAFT_TOKENS = 128
@@ -326,7 +331,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         tokenizer = kwargs.pop("tokenizer", None)
         kwargs.pop("assistant_tokenizer", None)
         eagle_tree = _tree_settings(kwargs.pop("eagle_tree", None))
-        for name, value in SPECULATIVE_DEFAULTS.items():
+        prompt_lookup = not _unset("prompt_lookup_num_tokens", kwargs, generation_config, self.generation_config)
+        for name, value in {**SPECULATIVE_DEFAULTS, **(PROMPT_LOOKUP_DEFAULTS if prompt_lookup else {})}.items():
             if _unset(name, kwargs, generation_config, self.generation_config):
                 kwargs[name] = value
         config, model_kwargs = self._prepare_generation_config(generation_config, **kwargs)
@@ -440,7 +446,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             draft_length = DraftLength(maximum, maximum, config.num_assistant_tokens_schedule)
             # Prompt lookup is rebuilt per call: its only state is the adapted length, which follows the text.
             ngram_size = config.max_matching_ngram_size
-            return PromptLookupDrafter(draft_length, 2 if ngram_size is None else ngram_size)
+            return PromptLookupDrafter(draft_length, PROMPT_LOOKUP_NGRAM_SIZE if ngram_size is None else ngram_size)
         draft_model = assistant_model if assistant_model is not None else self.draft_model
         if draft_model is None:
             return None
