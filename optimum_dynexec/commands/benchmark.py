@@ -131,7 +131,7 @@ class BenchmarkCommand(BaseOptimumCLICommand):
         parser.add_argument("--modes", nargs="+", default=None, choices=MODES, metavar="MODE",
                             help=f"Modes to run among {', '.join(MODES)} (plain always runs: it is the baseline). "
                             "Default: %(default)s (every mode that applies).")
-        parser.add_argument("--prompt-lookup-tokens", type=positive_int, default=8, metavar="N",
+        parser.add_argument("--prompt-lookup-tokens", type=positive_int, default=5, metavar="N",
                             help="Our prompt_lookup_num_tokens. Default: %(default)s.")
         parser.add_argument(
             "--ov-config", type=ov_config_json, default=None, metavar="JSON",
