@@ -1,5 +1,5 @@
 # Two entry points, each sets up .venv on a fresh machine first:
-#   make demo   the main job on the embedded default (fixture models, trained and cached on first use)
+#   make demo   the main job on the embedded default (the real SmolLM2 model, installed and exported on first use)
 #   make test   the test suite
 PYTHON ?= python3
 VENV := .venv
