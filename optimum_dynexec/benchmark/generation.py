@@ -34,6 +34,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..utils.io import write_text_atomically
 from .prompt_sets import BUILTIN_KINDS, BenchmarkPrompt, builtin_prompts, encode_prompt, read_prompts_file
 
 PLAIN = "plain"
@@ -578,21 +579,13 @@ def format_table(results: List[ModeResult]) -> str:
 
 
 def write_results(results: List[ModeResult], path: Path, context: dict, prompts: Optional[list] = None) -> None:
-    """Write the results, their context and the per-prompt details as JSON, atomically (a temporary file in the same
-    folder, then `os.replace`): a reader never sees half a file."""
+    """Write the results, their context and the per-prompt details as JSON, in one step (`write_text_atomically`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"context": context, "results": [asdict(result) for result in results]}
     if prompts is not None:
         payload["prompts"] = prompts
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(json.dumps(payload, indent=2) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------- toy fixture

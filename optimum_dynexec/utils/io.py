@@ -133,3 +133,21 @@ def _is_write_failure(error: BaseException) -> bool:
         return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
     message = str(error)
     return "iostream error" in message or "Cannot open" in message and "for writing" in message
+
+
+def write_text_atomically(path: Union[str, Path], text: str) -> None:
+    """Write `text` to the file `path` in one step (a staging file beside it, then `os.replace`), readable as an
+    ordinary file would be (the process's umask applies): a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
