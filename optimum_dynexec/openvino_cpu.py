@@ -3,7 +3,7 @@
 OpenVINO 2026.4's CPU plugin kills the process (SIGFPE, no Python exception) when it compiles a stateful decoder
 graph (KV cache held in `ReadValue`/`Assign` state) at a 16-bit inference precision with one inference thread, on
 CPUs with AMX (Sapphire Rapids and later, where bf16 is the plugin's default precision). Two threads, or f32, avoid
-it; a stateless graph, or a bare MatMul or SDPA graph, does not crash. `examples/reproduce_cpu_plugin_crash.py`
+it; a stateless graph, or a bare MatMul or SDPA graph, does not crash. `repro/openvino_cpu_sigfpe.py`
 reproduces it without this package, for an upstream report.
 
 Every graph this package compiles for a causal LM passes through `crash_free_properties`: under the crashing

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from optimum_dynexec import extras
-from optimum_dynexec.commands.export import ModelArgumentError, looks_like_path, model_load_errors
+from optimum_dynexec.commands.export import ModelArgumentError, model_load_errors
+from optimum_dynexec.utils.model_files import looks_like_local_path
 
 # The console script `optimum-cli` (see .venv/bin/optimum-cli) runs exactly this: `sys.exit(main())`.
 CLI = """
@@ -137,7 +138,7 @@ def test_text_classification_needs_a_local_checkpoint(tmp_path):
      ("org/model-v1.5", False)],
 )
 def test_looks_like_path(value, is_path):
-    assert looks_like_path(value) is is_path
+    assert looks_like_local_path(value) is is_path
 
 
 def test_failed_load_names_the_options_that_were_not_local(tmp_path):

@@ -34,7 +34,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..utils.io import write_text_atomically
+from ..utils.io import atomic_directory, write_text_atomically
+from ..utils.model_files import OPENVINO_TOKENIZER_FILES, write_openvino_tokenizers
 from .prompt_sets import BUILTIN_KINDS, BenchmarkPrompt, builtin_prompts, encode_prompt, read_prompts_file
 
 PLAIN = "plain"
@@ -51,7 +52,6 @@ GENAI_LOOKUP_TOKENS = 5
 GENAI_MAX_NGRAM_SIZE = 3
 GENAI_DRAFT_TOKENS = 5
 
-_TOKENIZER_IRS = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
 
 
 @dataclass
@@ -133,7 +133,6 @@ def export_checkpoint(checkpoint: Path, progress: bool = True) -> Path:
     reads; cached by the checkpoint's path, file sizes and times and the exporting packages' versions."""
     from optimum_dynexec.commands.export import save_tokenizers
     from optimum_dynexec.fixtures.cache import fixture_cache_dir
-    from optimum_dynexec.utils.io import atomic_directory
 
     checkpoint = Path(checkpoint)
     destination = fixture_cache_dir() / "benchmark-exports" / f"{checkpoint.name}-{_checkpoint_key(checkpoint)}"
@@ -153,18 +152,13 @@ def export_checkpoint(checkpoint: Path, progress: bool = True) -> Path:
 def _genai_folder(folder: Path, tokenizer, stack: ExitStack) -> Tuple[Optional[Path], Optional[str]]:
     """A folder openvino-genai can load for `folder`: itself when it holds the OpenVINO tokenizer IRs, else a
     temporary view (links to its files) with IRs converted from `tokenizer`; `(None, reason)` when that fails."""
-    if all((folder / name).is_file() for name in _TOKENIZER_IRS):
+    if all((folder / name).is_file() for name in OPENVINO_TOKENIZER_FILES):
         return folder, None
     try:
-        import openvino as ov
-        from openvino_tokenizers import convert_tokenizer
-
         view = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynexec-genai-view-")))
         for entry in folder.iterdir():
             (view / entry.name).symlink_to(entry.resolve())
-        ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
-        ov.save_model(ov_tokenizer, view / _TOKENIZER_IRS[0])
-        ov.save_model(ov_detokenizer, view / _TOKENIZER_IRS[1])
+        write_openvino_tokenizers(tokenizer, view)
     except Exception as error:  # openvino-genai only adds comparison rows
         return None, f"{folder} has no OpenVINO tokenizer IRs and converting the tokenizer failed ({error})"
     return view, None
@@ -598,7 +592,6 @@ def exported_fixture(fixture, weight_format: str = "fp32", progress: bool = True
     """The fixture's target + draft exported by `optimum-cli export dynexec`, cached beside the draft's folder (the
     pair's entry, or the self-distilled draft's), so a new draft never reuses an export of the old one."""
     from optimum_dynexec.commands.export import export_speculative
-    from optimum_dynexec.fixtures.cache import atomic_directory
 
     exported = Path(fixture.draft_dir).parent / f"openvino-{weight_format}"
     if not (exported / "dynexec_config.json").is_file():

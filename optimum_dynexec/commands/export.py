@@ -1,34 +1,22 @@
 """`optimum-cli export dynexec`: export a model with its dynamic-execution parts, in the `save_pretrained` layout."""
 
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Optional
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from optimum_dynexec.utils.model_files import looks_like_local_path, write_openvino_tokenizers
+
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = ("fp32", "int8", "int4")
 
-# A value ending like a weights or graph file names a file on disk: no Hugging Face Hub id looks like that.
-MODEL_FILE_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".xml", ".json")
-
 
 class ModelArgumentError(ValueError):
     """A model option (`--model`, `--draft-model`, `--eagle-head`) cannot be used as given: a usage error."""
-
-
-def looks_like_path(value: str) -> bool:
-    """Whether `value` can only mean a local path, never a Hugging Face Hub id (`name` or `org/name`)."""
-    return (
-        os.path.isabs(value)
-        or value.startswith((".", "~"))
-        or max(value.count("/"), value.count(os.sep)) > 1
-        or value.lower().endswith(MODEL_FILE_SUFFIXES)
-    )
 
 
 def resolve_model_argument(value: Optional[str], option: str) -> Optional[str]:
@@ -42,7 +30,7 @@ def resolve_model_argument(value: Optional[str], option: str) -> Optional[str]:
     path = Path(value).expanduser()
     if path.exists():
         return str(path)
-    if looks_like_path(value):
+    if looks_like_local_path(value):
         raise ModelArgumentError(
             f"`{option}` {value!r} is neither a local folder nor loadable: {path.absolute()} does not exist."
         )
@@ -109,12 +97,7 @@ def save_tokenizers(model_id: str, output: Path) -> None:
         return
     tokenizer.save_pretrained(output)
     try:
-        import openvino as ov
-        from openvino_tokenizers import convert_tokenizer
-
-        ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
-        ov.save_model(ov_tokenizer, output / "openvino_tokenizer.xml")
-        ov.save_model(ov_detokenizer, output / "openvino_detokenizer.xml")
+        write_openvino_tokenizers(tokenizer, output)
     except Exception as error:  # the OpenVINO tokenizer only serves openvino-genai; the export stands without it
         logger.warning("No OpenVINO tokenizer written to %s (%s).", output, error)
 

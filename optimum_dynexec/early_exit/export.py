@@ -21,6 +21,7 @@ import openvino
 import torch
 from torch import nn
 
+from ..utils.model_files import openvino_error_reason
 from ..weight_compression import compress_weights, weight_compression_config
 from .config import EXITS_DIR_NAME, REBUILD_HINT, EarlyExitConfig, validate_entropy_threshold
 
@@ -221,12 +222,6 @@ def _check_segment_ports(segment: openvino.Model, path: Path, layer: int, config
             f"model (inputs {[sorted(names) for names in inputs]}, outputs {[sorted(names) for names in outputs]}). "
             f"{REBUILD_HINT}"
         )
-
-
-def openvino_error_reason(error: Exception) -> str:
-    """The last line of an OpenVINO error: the reason ("Incorrect weights in bin file!"), without the C++ locations."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def _quantize_full_model(folder: Path, quantization_config) -> None:

@@ -26,12 +26,12 @@ from optimum.intel import OVModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..utils.io import atomic_save_into, remove_abandoned_staging
+from ..utils.model_files import openvino_error_reason
 from .calibration import normalised_entropies
 from .config import REBUILD_HINT, EarlyExitConfig, validate_entropy_threshold
 from .export import (
     export_early_exit,
     load_segments,
-    openvino_error_reason,
     quantize_segments,
     save_segments,
     segment_names,

@@ -20,6 +20,7 @@ import openvino as ov
 
 from ..openvino_cpu import crash_free, has_state
 from ..utils.io import atomic_directory
+from ..utils.model_files import openvino_error_reason
 from ..weight_compression import compress_weights
 
 from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, load_eagle_head, \
@@ -96,7 +97,7 @@ class OVEagle:
             head_model = core.read_model(folder / HEAD_IR)
         except RuntimeError as error:
             raise ValueError(
-                f"OpenVINO cannot read the EAGLE head {folder / HEAD_IR}: {str(error).strip().splitlines()[0]}. The "
+                f"OpenVINO cannot read the EAGLE head {folder / HEAD_IR}: {openvino_error_reason(error)}. The "
                 "files are damaged or incomplete; export the head again (`eagle_head=` with `export=True`)."
             ) from error
         return cls(with_logits_rows(head_model), folder, tree or TreeSettings())

@@ -25,6 +25,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from ..gguf import checkpoint_for_gguf, is_gguf
 from ..openvino_cpu import prepare_to_compile
 from ..utils.io import atomic_save_into, remove_abandoned_staging
+from ..utils.model_files import looks_like_local_path, openvino_error_reason
 from ..weight_compression import weight_compression_config
 from .decoding import BannedTokens, ChainSpeculator, DecodingStats
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
@@ -585,10 +586,6 @@ def load_draft_model(draft: Union[str, Path], **kwargs) -> OVModelForCausalLM:
     return draft_model
 
 
-# What a model id that is meant as a local path looks like (a hub id is `name` or `owner/name`).
-_MODEL_FILE_SUFFIXES = (".xml", ".bin", ".gguf", ".safetensors", ".json", ".onnx")
-
-
 def _check_model_argument(model_id, argument: str) -> None:
     """A clear error for a model argument that is not a model: the wrong type, or a local path that does not exist
     (which the hub would otherwise report as an invalid repository id)."""
@@ -596,9 +593,7 @@ def _check_model_argument(model_id, argument: str) -> None:
         raise TypeError(f"`{argument}` must be a folder path or a model id (str or Path), got "
                         f"{type(model_id).__name__}.")
     text = str(model_id)
-    looks_local = (isinstance(model_id, Path) or Path(text).is_absolute() or text.startswith((".", "~"))
-                   or text.count("/") > 1 or text.endswith(_MODEL_FILE_SUFFIXES))
-    if looks_local and not Path(text).expanduser().exists():
+    if looks_like_local_path(model_id) and not Path(text).expanduser().exists():
         raise ValueError(f"`{argument}`: {text} does not exist. Pass the folder of an OpenVINO export or of a "
                          "transformers checkpoint (with `export=True`).")
 
@@ -612,7 +607,7 @@ def _load_ov_model(load, model_id, argument: str, *args, **kwargs):
         files = [name for name in ("openvino_model.xml", "openvino_model.bin") if (Path(model_id) / name).is_file()]
         raise ValueError(
             f"`{argument}`: OpenVINO cannot read the model in {model_id} ({', '.join(files) or 'no IR files'}): "
-            f"{str(error).strip().splitlines()[0]}. The files are damaged or incomplete; export the model again "
+            f"{openvino_error_reason(error)}. The files are damaged or incomplete; export the model again "
             "(`from_pretrained(checkpoint, export=True)` then `save_pretrained`, or `optimum-cli export dynexec`)."
         ) from error
     except Exception as error:  # an id that is no local folder: the hub's errors (not found, invalid, no network)

@@ -71,12 +71,8 @@ def atomic_directory(final_path: Union[str, Path]) -> Iterator[Path]:
     remove_abandoned_staging(final_path.parent)
     staging = _new_staging(final_path.parent)
     try:
-        try:
+        with _write_failures_named(final_path):
             yield staging
-        except (OSError, RuntimeError) as error:  # OpenVINO reports a failed write as a RuntimeError
-            if _is_write_failure(error):
-                raise _write_error(final_path, error) from error
-            raise
         if final_path.exists():
             old = _new_staging(final_path.parent)
             os.replace(final_path, old / final_path.name)
@@ -108,12 +104,8 @@ def atomic_save_into(save_directory: Union[str, Path]) -> Iterator[Path]:
     except OSError as error:
         raise _write_error(save_directory, error) from error
     try:
-        try:
+        with _write_failures_named(save_directory):
             yield staging
-        except (OSError, RuntimeError) as error:
-            if _is_write_failure(error):
-                raise _write_error(save_directory, error) from error
-            raise
         for entry in staging.iterdir():
             destination = save_directory / entry.name
             if destination.is_dir():
@@ -125,6 +117,17 @@ def atomic_save_into(save_directory: Union[str, Path]) -> Iterator[Path]:
             shutil.rmtree(save_directory, ignore_errors=True)
         raise
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _write_failures_named(destination: Path) -> Iterator[None]:
+    """A write that fails inside the block (a full disk, a folder that is not writable) raises `_write_error`."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:  # OpenVINO reports a failed write as a RuntimeError
+        if _is_write_failure(error):
+            raise _write_error(destination, error) from error
+        raise
 
 
 def _is_write_failure(error: BaseException) -> bool:
