@@ -275,7 +275,7 @@ def test_draft_runs_one_token_per_call_after_the_prompt(llama, monkeypatch):
     lengths = []
     original = drafters.DraftModelDrafter._feed
     monkeypatch.setattr(drafters.DraftModelDrafter, "_feed",
-                        lambda self, tokens: lengths.append(len(tokens)) or original(self, tokens))
+                        lambda self, tokens, **options: lengths.append(len(tokens)) or original(self, tokens, **options))
     prompt = random_prompt(3, 9)
     expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
     assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, num_assistant_tokens=3,

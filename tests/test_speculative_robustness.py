@@ -21,6 +21,7 @@ from optimum_dynexec.openvino_cpu import CpuFacts, crash_free_properties
 from optimum_dynexec.speculative.decoding import BannedTokens, DecodingStats
 from optimum_dynexec.speculative.drafters import DraftModelDrafter
 from optimum_dynexec.speculative.eagle_decoding import TreeSettings
+from optimum_dynexec.speculative.paged_session import decoder_session_for
 from optimum_dynexec.speculative.sampling import SamplingSettings
 
 AMX = CpuFacts(has_amx=True, default_precision="bf16", usable_cores=2)
@@ -78,8 +79,9 @@ def _compiled_precision(compiled: ov.CompiledModel) -> str:
 # pretends the CPU has AMX, which is safe everywhere since the rule then asks for f32.
 @pytest.mark.parametrize("cpu", [AMX, None], ids=["amx", "this-machine"])
 def test_every_graph_the_package_compiles_follows_the_rule(llama, eagle_llama, tiny_models, monkeypatch, caplog, cpu):
-    """Target, attached draft, per-call assistant, EAGLE target and head, all asked for bf16 on one thread: on a CPU
-    with AMX each is compiled at f32 (warned once), elsewhere each keeps bf16."""
+    """Target, attached draft, per-call assistant (their own graphs and the paged graphs speculation runs on), EAGLE
+    target and head, all asked for bf16 on one thread: on a CPU with AMX each is compiled at f32 (warned once),
+    elsewhere each keeps bf16."""
     cpu = cpu or CpuFacts.of_this_machine()
     monkeypatch.setattr(openvino_cpu, "_this_machine", lambda: cpu)
     monkeypatch.setattr(openvino_cpu, "_WARNED", set())
@@ -99,7 +101,9 @@ def test_every_graph_the_package_compiles_follows_the_rule(llama, eagle_llama, t
         assistant = load_plain(tiny_models.ir("llama-draft"), compile=False)
         assistant.ov_config = dict(default)
         model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, assistant_model=assistant)
-        assert _compiled_precision(assistant.request.get_compiled_model()) == expected
+        # What speculation runs on: each model's paged-attention graph, compiled apart from its own.
+        for speculating in (model, model.draft_model, assistant):
+            assert _compiled_precision(decoder_session_for(speculating).request.get_compiled_model()) == expected
 
         eagle_target, head_dir = eagle_llama
         eagle = OVSpeculativeModelForCausalLM.from_pretrained(eagle_target, export=True, eagle_head=head_dir,

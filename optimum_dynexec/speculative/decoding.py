@@ -154,7 +154,7 @@ def speculative_decode(
     target.reset()
     if drafter is not None:
         drafter.begin(prompt, sampling, rng)
-    logits = output.restrict(target.append(prompt)[-1:])
+    logits = output.restrict(target.append(prompt, last_logits_only=True))
     stats.target_calls += 1
     pending = choose_token(logits[-1], sampling, rng)
 

@@ -156,7 +156,7 @@ class DraftModelDrafter(Drafter):
         self.session.rollback(common)
         missing = sequence[common:]
         if len(missing) > _SINGLE_TOKEN_CATCH_UP:
-            return self._feed(missing)[-1]
+            return self._feed(missing, last_logits_only=True)[-1]
         # A few tokens go one call each: OpenVINO's CPU plugin re-plans a request whenever its input shape
         # changes, which costs the changed call and the next one about as much as a whole single-token draft
         # step (examples/call_costs.py: 7.6 ms for 6 tokens fed 1-1-1-1-2, 6.1 ms fed one by one).
@@ -164,12 +164,12 @@ class DraftModelDrafter(Drafter):
             logits = self._feed(missing[index : index + 1])
         return logits[-1]
 
-    def _feed(self, tokens: np.ndarray) -> np.ndarray:
+    def _feed(self, tokens: np.ndarray, last_logits_only: bool = False) -> np.ndarray:
         start = self.session.length
         if start + len(tokens) > len(self._cached_tokens):
             self._cached_tokens = np.concatenate([self._cached_tokens, np.zeros_like(self._cached_tokens)])
         self._cached_tokens[start : start + len(tokens)] = tokens
-        return self.session.append(tokens)
+        return self.session.append(tokens, last_logits_only)
 
 
 class PromptLookupDrafter(Drafter):

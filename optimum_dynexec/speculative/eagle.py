@@ -402,8 +402,9 @@ def _lm_head_matmul(ov_model):
     return node
 
 
-def with_logits_rows(ov_model):
-    """Give the graph a `logits_rows` input (`[k]` int64): `lm_head` scores only those of the call's rows.
+def with_logits_rows(ov_model, row_axis: int = 1):
+    """Give the graph a `logits_rows` input (`[k]` int64): `lm_head` scores only those of the call's rows (along
+    `row_axis` of its input: 1 in optimum-intel's `[batch, rows, hidden]` graphs, 0 in paged-attention graphs).
 
     A prompt's prefill and the head's calls need the logits of their last row only, while `lm_head` is the largest
     matrix of a one-layer head (45% of its per-row work, on every row of a prompt or of the accepted pairs fed back).
@@ -418,7 +419,7 @@ def with_logits_rows(ov_model):
     rows.output(0).get_tensor().set_names({LOGITS_ROWS_INPUT})
     lm_head = _lm_head_matmul(ov_model)
     features = lm_head.input(0).get_source_output()
-    lm_head.input(0).replace_source_output(opset.gather(features, rows, axis=1).output(0))
+    lm_head.input(0).replace_source_output(opset.gather(features, rows, axis=row_axis).output(0))
     ov_model.add_parameters([rows])
     ov_model.validate_nodes_and_infer_types()
     return ov_model

@@ -122,8 +122,9 @@ class DecoderSession:
                 for port in self._past_inputs
             }
 
-    def append(self, tokens: np.ndarray) -> np.ndarray:
-        """Run `tokens` (1D int64) after the cached sequence; return their logits, shape `[len(tokens), vocab]`.
+    def append(self, tokens: np.ndarray, last_logits_only: bool = False) -> np.ndarray:
+        """Run `tokens` (1D int64) after the cached sequence; return their logits, shape `[len(tokens), vocab]`
+        (`[1, vocab]`, the last token's, with `last_logits_only`; this graph still computes every row).
 
         The returned array is a view of the request's output buffer, valid until the next call.
         """
@@ -158,7 +159,8 @@ class DecoderSession:
                 past: self.request.get_tensor(present).data.copy()
                 for past, present in zip(self._past_names(), self._present_names)
             }
-        return self.request.get_output_tensor(self._logits_port).data[0]
+        logits = self.request.get_output_tensor(self._logits_port).data[0]
+        return logits[-1:] if last_logits_only else logits
 
     def rollback(self, length: int) -> None:
         """Keep only the first `length` tokens of the sequence in the cache."""

@@ -32,7 +32,8 @@ from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDraft
 from .eagle_decoding import TreeSettings
 from .eagle import attention_with_shared_mask
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
-from .kv_cache import DecoderSession, attention_window, cache_rounded_to_16_bits, sequence_axis_is_supported
+from .kv_cache import attention_window, cache_rounded_to_16_bits, sequence_axis_is_supported
+from .paged_session import decoder_session_for
 from .sampling import SamplingSettings
 
 
@@ -420,12 +421,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             None, streamer, negative_prompt_ids, negative_prompt_attention_mask, **kwargs,
         )
 
-    def _target_session(self) -> DecoderSession:
-        self.compile()
-        session = getattr(self, "_session", None)
-        if session is None or session.request is not self.request:
-            self._session = DecoderSession(self.request, self.stateful, attention_window(self.config))
-        return self._session
+    def _target_session(self):
+        return decoder_session_for(self)
 
     def _speculator_for(self, config: GenerationConfig, assistant_model, eagle_tree: Optional[TreeSettings] = None):
         """What speculates in this call: the EAGLE head (tree drafts, `eagle_tree` or the head's default shape), or
@@ -467,7 +464,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 config.num_assistant_tokens_schedule,
             )
             self._drafters = {key: DraftModelDrafter(
-                DecoderSession.for_model(draft_model), draft_length, config.assistant_confidence_threshold or 0.0
+                decoder_session_for(draft_model), draft_length, config.assistant_confidence_threshold or 0.0
             )}
         return self._drafters[key]
 

@@ -1,0 +1,79 @@
+"""The paged-attention session speculation runs on: which graphs get it, and a cache that forgets exactly."""
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from conftest import EXACT_PRECISION_CONFIG, TEST_OV_CONFIG, load_speculative, random_prompt
+from optimum_dynexec.speculative.kv_cache import DecoderSession
+from optimum_dynexec.speculative.paged_session import PagedDecoderSession, decoder_session_for, paged_graph
+
+
+def _compiled_paged(ir) -> ov.CompiledModel:
+    core = ov.Core()
+    graph = paged_graph(core.read_model(ir / "openvino_model.xml"))
+    assert graph is not None
+    return core.compile_model(graph, "CPU", {**EXACT_PRECISION_CONFIG, **TEST_OV_CONFIG})
+
+
+def _tokens(seed: int, count: int) -> np.ndarray:
+    return random_prompt(seed, count)[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def paged_llama(tiny_models):
+    return _compiled_paged(tiny_models.ir("llama"))
+
+
+def test_rolled_back_tokens_are_forgotten_exactly(paged_llama):
+    """Drafts appended and rolled back leave no trace: the next call's logits equal a session that never saw them."""
+    prefix, rejected, accepted = _tokens(0, 12), _tokens(1, 5), _tokens(2, 4)
+    speculating = PagedDecoderSession(paged_llama)
+    speculating.append(prefix)
+    speculating.append(rejected)
+    speculating.rollback(len(prefix) + 2)  # two of the drafts were kept
+    assert speculating.length == len(prefix) + 2 and speculating.masked_slots == 0
+    logits = speculating.append(accepted).copy()
+
+    fresh = PagedDecoderSession(paged_llama)
+    fresh.append(np.concatenate([prefix, rejected[:2]]))
+    np.testing.assert_allclose(logits, fresh.append(accepted), rtol=1e-5, atol=1e-5)
+
+
+def test_the_cache_grows_and_keeps_what_it_holds(paged_llama):
+    """A session that starts with room for one block and doubles as the sequence grows computes what one with room
+    for the whole sequence computes."""
+    sequence = _tokens(3, 150)
+    small, large = PagedDecoderSession(paged_llama, capacity=1), PagedDecoderSession(paged_llama, capacity=1024)
+    for start in range(0, len(sequence), 10):
+        chunk = sequence[start : start + 10]
+        np.testing.assert_allclose(small.append(chunk), large.append(chunk), rtol=1e-5, atol=1e-5)
+    assert small.length == large.length == len(sequence)
+
+
+def test_last_logits_only_is_the_last_row(paged_llama):
+    tokens = _tokens(4, 9)
+    every_row = PagedDecoderSession(paged_llama).append(tokens).copy()
+    last = PagedDecoderSession(paged_llama).append(tokens, last_logits_only=True)
+    assert last.shape == (1, every_row.shape[1])
+    np.testing.assert_allclose(last[0], every_row[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_rollback_beyond_the_sequence_is_refused(paged_llama):
+    session = PagedDecoderSession(paged_llama)
+    session.append(_tokens(5, 4))
+    with pytest.raises(ValueError, match="roll back to length 5"):
+        session.rollback(5)
+
+
+@pytest.mark.parametrize("name, stateful, paged", [
+    ("llama", True, True),
+    ("mistral-window", True, True),  # the rewrite keeps the sliding window
+    ("llama", False, False),  # stateless: no variables to rewrite; slicing its cache is free anyway
+    ("mpt", True, False),  # no `position_ids`: positions counted by cache slot
+])
+def test_which_graphs_speculate_on_a_paged_session(tiny_models, name, stateful, paged):
+    model = load_speculative(tiny_models.ir(name, stateful=stateful))
+    session = decoder_session_for(model)
+    assert isinstance(session, PagedDecoderSession if paged else DecoderSession)
+    assert decoder_session_for(model) is session  # kept while the model's graph and settings stay
