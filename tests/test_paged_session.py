@@ -77,3 +77,40 @@ def test_which_graphs_speculate_on_a_paged_session(tiny_models, name, stateful, 
     session = decoder_session_for(model)
     assert isinstance(session, PagedDecoderSession if paged else DecoderSession)
     assert decoder_session_for(model) is session  # kept while the model's graph and settings stay
+
+
+def test_a_new_prompt_keeps_what_the_cache_holds_of_it(paged_llama):
+    """`start` keeps the longest common prefix with the held sequence (never the prompt's last token), and what is
+    computed after it equals a fresh prefill of the whole prompt."""
+    shared, first_rest, second_rest = _tokens(6, 7), _tokens(7, 5), _tokens(8, 4)
+    session = PagedDecoderSession(paged_llama)
+    first = np.concatenate([shared, first_rest])
+    assert session.start(first) == 0
+    session.append(first)
+    second = np.concatenate([shared, second_rest])
+    assert session.start(second) == len(shared)
+    logits = session.append(second[len(shared):], last_logits_only=True).copy()
+    np.testing.assert_allclose(logits, PagedDecoderSession(paged_llama).append(second, last_logits_only=True),
+                               rtol=1e-5, atol=1e-5)
+    assert session.start(second) == len(second) - 1  # the same prompt again: all but its last token
+    assert session.start(second[:1]) == 0
+
+
+def test_generations_that_share_a_prompt_prefix_match_plain_decoding(tiny_models):
+    """A chat's next turn reuses the cache of the previous one, and the output stays plain greedy decoding's."""
+    import torch
+
+    from conftest import expected_tokens
+
+    path = tiny_models.ir("llama")
+    model = load_speculative(path)
+    turn = random_prompt(9, 10)
+    first = model.generate(turn, attention_mask=torch.ones_like(turn), max_new_tokens=12, do_sample=False,
+                           prompt_lookup_num_tokens=3)
+    assert first[0, turn.shape[1]:].tolist() == expected_tokens(path, turn, 12)
+    follow_up = torch.cat([first, random_prompt(10, 5)], dim=1)
+    # What the next call keeps: the whole first turn but its last token, which no call has run yet.
+    assert decoder_session_for(model).start(follow_up[0].numpy()) == first.shape[1] - 1
+    second = model.generate(follow_up, attention_mask=torch.ones_like(follow_up), max_new_tokens=12, do_sample=False,
+                            prompt_lookup_num_tokens=3)
+    assert second[0, follow_up.shape[1]:].tolist() == expected_tokens(path, follow_up, 12)

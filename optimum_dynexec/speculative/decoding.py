@@ -151,10 +151,10 @@ def speculative_decode(
     stats = stats if stats is not None else DecodingStats()
     output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats, banned)
 
-    target.reset()
+    held = target.start(prompt)
     if drafter is not None:
         drafter.begin(prompt, sampling, rng)
-    logits = output.restrict(target.append(prompt, last_logits_only=True))
+    logits = output.restrict(target.append(prompt[held:], last_logits_only=True))
     stats.target_calls += 1
     pending = choose_token(logits[-1], sampling, rng)
 

@@ -121,8 +121,9 @@ class DraftModelDrafter(Drafter):
 
     def begin(self, prompt, sampling, rng):
         super().begin(prompt, sampling, rng)
-        self.session.reset()
         self._cached_tokens = np.zeros(max(1024, 2 * len(prompt)), dtype=np.int64)
+        held = self.session.start(prompt)  # what the draft's cache still holds of the prompt
+        self._cached_tokens[:held] = prompt[:held]
 
     def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
         count = self._count(limit)

@@ -122,6 +122,12 @@ class DecoderSession:
                 for port in self._past_inputs
             }
 
+    def start(self, prompt: np.ndarray) -> int:
+        """Begin a sequence that opens with `prompt`: this session keeps nothing between sequences (`reset`), so
+        returns 0 (prompt tokens already held; see `PagedDecoderSession.start`)."""
+        self.reset()
+        return 0
+
     def append(self, tokens: np.ndarray, last_logits_only: bool = False) -> np.ndarray:
         """Run `tokens` (1D int64) after the cached sequence; return their logits, shape `[len(tokens), vocab]`
         (`[1, vocab]`, the last token's, with `last_logits_only`; this graph still computes every row).

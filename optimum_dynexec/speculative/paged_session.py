@@ -11,6 +11,9 @@ The CPU plugin's paged-attention kernel also verifies a handful of drafted token
 where the stateful graph's attention does not (docs/benchmarks.md, "Speculative generation"). And the rewrite lets
 `lm_head` score only the rows a call needs (`logits_rows`): a prompt's last row, a verification's every row.
 
+A new generation keeps what the cache already holds of its prompt (`start`): a chat's next turn, a regenerated
+answer or a shared system prompt runs only the new part of the prompt, as openvino-genai's pipelines do.
+
 Not every graph can be rewritten: stateless exports have no variables to replace, and a graph that counts
 positions by cache slot (ALiBi without `position_ids`, as MPT's) would be placed wrongly. `paged_graph` returns
 `None` for those, and the caller keeps `DecoderSession`.
@@ -66,6 +69,7 @@ class PagedDecoderSession:
         self._ports = {port.get_any_name(): port for port in compiled.inputs}
         self._blocks = 0
         self._block_indices = np.zeros(0, dtype=np.int32)
+        self._tokens = np.zeros(0, dtype=np.int64)  # the token in each cache slot, up to `length`
         # Inputs whose values do not depend on the call, allocated once.
         self._past_lens = np.zeros(1, dtype=np.int32)
         self._subsequence_begins = np.zeros(2, dtype=np.int32)
@@ -77,6 +81,20 @@ class PagedDecoderSession:
     def reset(self) -> None:
         """Forget the whole sequence (a new generation starts)."""
         self.length = 0
+
+    def start(self, prompt: np.ndarray) -> int:
+        """Begin a sequence that opens with `prompt`: keep the longest prefix of it the cache already holds, but
+        never the last prompt token (its logits are needed). Returns how many prompt tokens are kept; the caller
+        appends the rest.
+
+        The kept keys and values were computed by earlier calls of the same graph on the same tokens at the same
+        positions; only the grouping of tokens into calls differs from a fresh prefill, as it does between plain
+        decoding and any verification call.
+        """
+        held = self._tokens[: min(self.length, len(prompt) - 1)]
+        differs = np.flatnonzero(held != prompt[: len(held)])
+        self.length = int(differs[0]) if len(differs) else len(held)
+        return self.length
 
     def rollback(self, length: int) -> None:
         """Keep only the first `length` tokens of the sequence in the cache."""
@@ -115,6 +133,7 @@ class PagedDecoderSession:
         for name, value in feeds.items():
             request.set_tensor(ports[name], ov.Tensor(value, shared_memory=True))
         request.infer()
+        self._tokens[start:total] = tokens
         self.length = total
         logits = request.get_output_tensor(0).data
         return logits.reshape(logits.shape[0], logits.shape[-1])
@@ -132,6 +151,7 @@ class PagedDecoderSession:
             self.request.set_tensor(port, grown)
         self._blocks = blocks
         self._block_indices = np.arange(blocks, dtype=np.int32)
+        self._tokens = np.concatenate([self._tokens, np.zeros(blocks * self._block_size - len(self._tokens), np.int64)])
 
 
 def decoder_session_for(ov_model):
