@@ -1,7 +1,8 @@
 """A single sequence decoded by an OpenVINO causal LM, with a KV cache that can be rolled back.
 
-Speculative decoding appends draft tokens to the cache and must forget the rejected ones. The two export forms
-need different mechanics:
+Speculative decoding appends draft tokens to the cache and must forget the rejected ones. Stateful graphs that take
+`position_ids` speculate on their paged-attention rewrite instead (`paged_session.py`, where rollback is free); this
+module serves the rest, and EAGLE's tree verification. The two export forms need different mechanics:
 
 * **Stateful** (optimum-intel's default): the KV cache lives inside the compiled model as OpenVINO variables.
   Reading and writing those variables copies (and, at bf16/u8 cache precision, converts) the whole cache: ~15-20 ms
