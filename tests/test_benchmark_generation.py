@@ -174,11 +174,11 @@ def test_benchmark_model_runs_every_mode_against_plain(tiny_pair, tmp_path):
     payload = json.loads(output.read_text())
     assert [entry["mode"] for entry in payload["results"]] == [result.mode for result in results]
     context = payload["context"]
-    assert context["ov_config"] == F32 and context["max_new_tokens"] == context["min_new_tokens"] == 8
+    assert context["ov_config"] == F32 and context["max_new_tokens"] == 8 and context["stops_at_eos"] is True
     assert context["split"] == "test" and context["prompts_per_kind"] == {"chat": 2, "grounded": 2, "random": 2}
     assert "eagle" in context["skipped_modes"] and context["draft_folder"] == str(draft)
     assert len(payload["prompts"]) == 6
-    assert all(len(entry["output_ids"]) == 8 for prompt in payload["prompts"] for entry in prompt["modes"].values())
+    assert all(1 <= len(entry["output_ids"]) <= 8 for prompt in payload["prompts"] for entry in prompt["modes"].values())
     assert sorted(p.name for p in output.parent.iterdir()) == ["results.json"]  # no temporary file left
     assert "genai_draft" in generation.format_table(results)
 

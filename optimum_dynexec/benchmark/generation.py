@@ -12,8 +12,9 @@ does at its defaults, and cached) and runs, in one process:
   `eagle/` head).
 
 Every mode gets the same token ids (chat prompts rendered once with the tokenizer's chat template), decodes greedily
-and exactly `max_new_tokens` new tokens (`min_new_tokens = max_new_tokens` everywhere: EOS is never chosen, so lengths
-match). No precision is passed to any side unless the caller gives `ov_config`, which then goes to every side alike.
+and stops at EOS or after `max_new_tokens` new tokens, as a user's call does; tokens/s counts each mode's own tokens.
+(Forcing a length is not an option: openvino-genai's prompt lookup does not honour `min_new_tokens` and stops at EOS
+anyway, so forced lengths would time different work on each side.) No precision is passed to any side unless the caller gives `ov_config`, which then goes to every side alike.
 Modes are interleaved per prompt and repeat, in a rotating order, so machine noise and cache effects hit them alike;
 one untimed call per mode and kind warms every path first. Per prompt kind and mode: tokens/s (new tokens over the
 median over repeats of the kind's summed wall time), the ratio to `plain`, tokens per verification (ours), and
@@ -197,7 +198,7 @@ def _prompt_set(prompts, kinds, prompts_per_kind, tokenizer, split, seed,
 
 
 class _Runners:
-    """Loads every mode's model once and runs one greedy generation of exactly `max_new_tokens` tokens."""
+    """Loads every mode's model once and runs one greedy generation (until EOS, at most `max_new_tokens` tokens)."""
 
     def __init__(self, folder: Path, draft_folder: Optional[Path], tokenizer, ov_config: Optional[dict],
                  modes: Optional[Sequence[str]], max_new_tokens: int, prompt_lookup_tokens: int, stack: ExitStack):
@@ -218,7 +219,7 @@ class _Runners:
         pad = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         # Pure greedy on every side: the model's generation_config.json may carry a repetition penalty or n-gram ban
         # that openvino-genai's fresh GenerationConfig would not apply.
-        self.hf_settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+        self.hf_settings = dict(max_new_tokens=max_new_tokens, do_sample=False,
                                 num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0,
                                 eos_token_id=self.eos_ids or None, pad_token_id=pad)
 
@@ -282,7 +283,6 @@ class _Runners:
 
         config = openvino_genai.GenerationConfig()
         config.max_new_tokens = self.max_new_tokens
-        config.min_new_tokens = self.max_new_tokens
         config.do_sample = False
         if self.eos_ids:
             config.eos_token_id = self.eos_ids[0]
@@ -376,7 +376,7 @@ def benchmark_model(
             (default all it holds).
         prompts_per_kind: built-in prompts per kind (default `DEFAULT_PROMPTS_PER_KIND`), or at most that many per
             kind from a prompts file (default all).
-        max_new_tokens: exactly this many new tokens per generation, on every side.
+        max_new_tokens: at most this many new tokens per generation (each side stops at EOS before), on every side.
         repeats: timed repeats; tokens/s is taken at the median.
         split: "test" for reports, "dev" for tuning (the built-in sets' two disjoint halves).
         ov_config: OpenVINO properties for every side (plain, ours, openvino-genai) alike; `None` leaves every side
@@ -507,7 +507,7 @@ def benchmark_model(
         "precision": ("device defaults on every side (no ov_config)" if not ov_config else
                       "the given ov_config on every side"),
         "plain_inference_precision": default_precision,
-        "max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens, "repeats": repeats,
+        "max_new_tokens": max_new_tokens, "stops_at_eos": True, "repeats": repeats,
         "prompts": "built-in" if prompts is None else (str(prompts) if isinstance(prompts, (str, Path)) else "given"),
         "split": split, "seed": seed,
         "prompts_per_kind": {kind: len(items) for kind, items in encoded.items()},
