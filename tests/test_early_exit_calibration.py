@@ -1,6 +1,7 @@
 """Threshold sweep, threshold pick, curve files: checked on logits whose answers are known by construction."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -8,12 +9,18 @@ import numpy as np
 import pytest
 
 from optimum_dynexec.early_exit.calibration import (
+    binomial_tail_p_value,
+    certify_threshold,
     exit_layers_at,
+    fixed_sequence_rejections,
+    held_out_report,
     normalised_entropies,
     pick_threshold,
     save_curve,
+    sweep_exits,
     sweep_thresholds,
 )
+from optimum_dynexec.early_exit.data import load_texts
 
 
 def _three_layer_logits():
@@ -115,3 +122,187 @@ def test_calibrate_exits_cli_writes_the_curve_and_saves_the_threshold(tmp_path):
     assert (tmp_path / "curve" / "calibration.png").is_file() and len(curve["points"]) == 101
     saved = json.loads((model_dir / "early_exit_config.json").read_text())["entropy_threshold"]
     assert curve["chosen"] is not None and saved == pytest.approx(curve["chosen"]["threshold"])
+
+
+# ----- certified thresholds (Learn-then-Test) ---------------------------------------------------------------------
+
+
+def _two_layer_draw(rng, num_rows):
+    """Predictions and entropies whose true inconsistency is known: layer 1's entropy h is uniform on [0, 1] and its
+    prediction disagrees with layer 2's with probability h, so threshold t has risk P(h < t and disagree) = t^2 / 2."""
+    entropy = rng.random(num_rows)
+    disagrees = rng.random(num_rows) < entropy
+    predictions = np.stack([disagrees.astype(np.int64), np.zeros(num_rows, dtype=np.int64)])
+    return predictions, np.stack([entropy, np.zeros(num_rows)])
+
+
+def test_certified_threshold_keeps_its_promise_over_many_calibration_draws():
+    # The guarantee itself: over draws of the calibration rows, the certified threshold's TRUE risk exceeds epsilon
+    # in at most delta of them. The naive pick (largest threshold whose calibration risk is <= epsilon, what the old
+    # point-estimate pick does) fails about half the time, so this check can tell a valid procedure from an invalid one.
+    epsilon, delta, num_rows, draws = 0.05, 0.1, 400, 400
+    thresholds = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+    rng = np.random.default_rng(1234)
+    certified, naive = [], []
+    for _ in range(draws):
+        sweep = sweep_exits(*_two_layer_draw(rng, num_rows), thresholds=thresholds)
+        certified.append(certify_threshold(sweep, epsilon, delta)["chosen"]["threshold"])
+        naive.append(max(point["threshold"] for point in sweep["points"] if point["inconsistent_rows"] <= epsilon * num_rows))
+    true_risk = lambda chosen: np.asarray(chosen) ** 2 / 2  # noqa: E731
+    certified_failures = float(np.mean(true_risk(certified) > epsilon))
+    margin = 3 * np.sqrt(delta * (1 - delta) / draws)
+    assert certified_failures <= delta + margin, certified_failures
+    assert float(np.mean(true_risk(naive) > epsilon)) > 0.3
+    assert np.median(certified) >= 0.2  # and it certifies real early exits, not just threshold 0
+
+
+def test_p_value_is_the_binomial_tail():
+    assert binomial_tail_p_value(0, 10, 0.1) == pytest.approx(0.9**10)
+    assert binomial_tail_p_value(1, 3, 0.5) == pytest.approx(0.5)  # (1 + 3) / 8
+    hand = sum(math.comb(20, k) * 0.1**k * 0.9 ** (20 - k) for k in range(3))
+    assert binomial_tail_p_value(2, 20, 0.1) == pytest.approx(hand, rel=1e-12)
+    np.testing.assert_allclose(binomial_tail_p_value([0, 1], 3, 0.5), [0.125, 0.5])
+
+
+def test_threshold_zero_is_always_certified_and_too_few_rows_certify_nothing_more():
+    # Every row consistent at every threshold: the only obstacle is n. With no error, threshold t is certified when
+    # 0.99^n <= delta: n = 230 (0.0994) is enough at delta 0.1, n = 229 (0.1003) is not.
+    for num_rows, expected in ((229, 0.0), (230, 1.0)):
+        predictions = np.zeros((3, num_rows), dtype=np.int64)
+        sweep = sweep_exits(predictions, np.full((3, num_rows), 0.5))
+        result = certify_threshold(sweep, epsilon=0.01, delta=0.1)
+        assert result["chosen"]["threshold"] == expected
+        assert result["tests"][0] == {"threshold": 0.0, "p_value": 0.0, "certified": True}
+    assert result["chosen"]["consistency"] == 1.0 and result["chosen"]["layer_speedup"] == 3.0
+    assert result["chosen"]["p_value"] == pytest.approx(0.99**230)
+    # Without threshold 0 in the sweep, nothing certified still falls back to running every layer.
+    few = sweep_exits(np.zeros((3, 5), dtype=np.int64), np.full((3, 5), 0.5), thresholds=[0.6, 0.9])
+    fallback = certify_threshold(few, 0.01, 0.1)["chosen"]
+    assert (fallback["threshold"], fallback["mean_exit_layer"], fallback["layer_speedup"]) == (0.0, 3.0, 1.0)
+
+
+def test_fixed_sequence_testing_stops_at_the_first_threshold_it_cannot_certify():
+    assert fixed_sequence_rejections([0.01, 0.5, 0.01], 0.05) == 1
+    assert fixed_sequence_rejections([0.01, 0.02], 0.05) == 2
+    assert fixed_sequence_rejections([0.2, 0.01], 0.05) == 0
+    # 0.3 has no inconsistent row but 0.2 has too many: the walk never reaches 0.3.
+    counts = {0.0: 0, 0.1: 0, 0.2: 50, 0.3: 0}
+    sweep = {"num_layers": 2, "num_examples": 1000, "full_accuracy": None, "points": [
+        {"threshold": threshold, "inconsistent_rows": count, "consistency": 1 - count / 1000, "mean_exit_layer": 1.5,
+         "layer_speedup": 4 / 3} for threshold, count in counts.items()]}
+    result = certify_threshold(sweep, epsilon=0.01, delta=0.05)
+    assert result["chosen"]["threshold"] == 0.1
+    assert [test["certified"] for test in result["tests"]] == [True, True, False, False]
+
+
+def test_accuracy_criterion_counts_rows_the_full_model_gets_right_and_the_exit_wrong():
+    # Row 0: exit wrong, full right (a loss). Row 1: exit right, full wrong (inconsistent, but no loss).
+    predictions = np.array([[1, 1, 0], [0, 0, 0]])
+    sweep = sweep_exits(predictions, np.array([[0.1, 0.1, 0.9], [0.0, 0.0, 0.0]]), labels=[0, 1, 0], thresholds=[0.0, 0.5])
+    fast = sweep["points"][1]
+    assert (fast["inconsistent_rows"], fast["lost_rows"], fast["accuracy"]) == (2, 1, pytest.approx(2 / 3))
+    result = certify_threshold(sweep, 0.5, 0.9, criterion="accuracy")
+    assert result["chosen"]["p_value"] == pytest.approx(binomial_tail_p_value(1, 3, 0.5))
+    assert "accuracy >= full accuracy - 0.5" in result["guarantee"]
+    with pytest.raises(ValueError, match="needs labels"):
+        certify_threshold(sweep_exits(predictions, np.zeros((2, 3))), 0.1, 0.1, criterion="accuracy")
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, float("nan"), True, "0.1"])
+def test_epsilon_and_delta_must_be_probabilities(bad):
+    sweep = sweep_exits(np.zeros((2, 4), dtype=np.int64), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="`epsilon`"):
+        certify_threshold(sweep, epsilon=bad, delta=0.1)
+    with pytest.raises(ValueError, match="`delta`"):
+        certify_threshold(sweep, epsilon=0.1, delta=bad)
+
+
+def test_sweep_refuses_empty_or_mismatched_rows_and_unknown_criteria():
+    with pytest.raises(ValueError, match="`predictions`"):
+        sweep_exits(np.zeros((2, 0), dtype=np.int64), np.zeros((2, 0)))
+    with pytest.raises(ValueError, match="`entropies`"):
+        sweep_exits(np.zeros((2, 3), dtype=np.int64), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="`labels`"):
+        sweep_exits(np.zeros((2, 3), dtype=np.int64), np.zeros((2, 3)), labels=[0, 1])
+    with pytest.raises(ValueError, match="`criterion`"):
+        certify_threshold(sweep_exits(np.zeros((2, 3), dtype=np.int64), np.zeros((2, 3))), 0.1, 0.1, "speed")
+
+
+def test_held_out_report_sets_the_realised_values_against_the_promise():
+    # 100 held-out rows, all leaving at layer 1; 3 disagree with the full model, which is right on all of them.
+    predictions = np.zeros((2, 100), dtype=np.int64)
+    predictions[0, :3] = 1
+    test_sweep = sweep_exits(predictions, np.zeros((2, 100)), labels=np.zeros(100, dtype=np.int64), thresholds=[0.5])
+    certification = {"criterion": "consistency", "epsilon": 0.02, "delta": 0.05, "chosen": {"threshold": 0.5}}
+    report = held_out_report(test_sweep, certification)
+    assert report["promised_consistency"] == pytest.approx(0.98)
+    assert (report["realised_consistency"], report["realised_accuracy_relative_to_full"]) == (0.97, 0.97)
+    assert report["promise_met"] is False
+    hand = 1 - sum(math.comb(100, k) * 0.02**k * 0.98 ** (100 - k) for k in range(3))  # P(>= 3 of 100 at 2%)
+    assert report["risk_p_value"] == pytest.approx(hand, rel=1e-9)
+    unlabelled = held_out_report(sweep_exits(predictions, np.zeros((2, 100)), thresholds=[0.5]), certification)
+    assert unlabelled["realised_accuracy_relative_to_full"] is None and unlabelled["realised_consistency"] == 0.97
+
+
+def test_unlabelled_texts_load_without_labels(tmp_path):
+    (tmp_path / "validation.csv").write_text("text\nred rose\nblue sky\n")
+    (tmp_path / "test.csv").write_text("text,label\nred rose,alpha\n")
+    assert load_texts(str(tmp_path), "validation") == (["red rose", "blue sky"], None)
+    assert load_texts(str(tmp_path), "test") == (["red rose"], ["alpha"])
+    with pytest.raises(ValueError, match="--text-column"):
+        load_texts(str(tmp_path), "validation", text_column="sentence")
+    (tmp_path / "empty.csv").write_text("text\n")
+    with pytest.raises(ValueError, match="empty"):
+        load_texts(str(tmp_path / "empty.csv"))
+
+
+def test_calibrate_exits_cli_certifies_on_unlabelled_texts_and_checks_held_out_ones(tmp_path):
+    from test_early_exit_helpers import exported_folder, synthetic_task
+
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported_folder("bert"), model_dir)
+    texts, _ = synthetic_task(60, seed=12)
+    test_texts, test_labels = synthetic_task(30, seed=13)
+    (tmp_path / "validation.csv").write_text("text\n" + "\n".join(texts))  # no labels: consistency needs none
+    (tmp_path / "test.csv").write_text("text,label\n" + "\n".join(f"{t},{l}" for t, l in zip(test_texts, test_labels)))
+    command = [sys.executable, "-m", "optimum.commands.optimum_cli", "dynexec", "calibrate-exits", "--model",
+               str(model_dir), "--dataset", str(tmp_path), "--output", str(tmp_path / "curve"), "--epsilon", "0.2",
+               "--delta", "0.2", "--test-split", "test", "--inference-precision", "f32", "--save-threshold"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    curve = json.loads((tmp_path / "curve" / "calibration.json").read_text())
+    # f32 is not this CPU plugin's default (bf16 where it has AMX/AVX512-bf16): read back from the compiled model.
+    assert curve["inference_precision"] == "f32" and "applies at f32" in curve["precision_note"]
+    assert "inference precision f32" in completed.stdout
+    certification = curve["certification"]
+    assert (certification["criterion"], certification["epsilon"], certification["delta"]) == ("consistency", 0.2, 0.2)
+    assert certification["num_examples"] == 60 and len(certification["tests"]) == 101
+    assert certification["chosen"]["p_value"] <= 0.2 and curve["chosen"]["threshold"] == certification["chosen"]["threshold"]
+    held_out = curve["held_out"]
+    assert held_out["split"] == "test" and held_out["num_rows"] == 30
+    assert held_out["promised_consistency"] == pytest.approx(0.8)
+    assert 0.0 <= held_out["realised_consistency"] <= 1.0
+    assert held_out["realised_accuracy_relative_to_full"] is not None and "risk_p_value" in held_out
+    assert "promised >= 0.8000" in completed.stdout
+    saved = json.loads((model_dir / "early_exit_config.json").read_text())
+    assert saved["entropy_threshold"] == pytest.approx(certification["chosen"]["threshold"])
+    assert saved["calibration"]["inference_precision"] == "f32" and saved["calibration"]["epsilon"] == 0.2
+    # The accuracy criterion needs the labels this split does not have.
+    refused = subprocess.run(command[:11] + ["--criterion", "accuracy"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "has no 'label' column" in refused.stderr
+
+
+def test_cli_help_shows_the_defaults_and_the_library_criteria():
+    import argparse
+
+    from optimum_dynexec.commands import calibrate_exits
+    from optimum_dynexec.early_exit import calibration
+
+    parser = argparse.ArgumentParser()
+    calibrate_exits.CalibrateExitsCommand.parse_args(parser)
+    text = " ".join(parser.format_help().split())
+    for default in ("Default: consistency.", "Default: 0.01.", "Default: 0.05.", "Default: validation.", "Default: None"):
+        assert default in text
+    assert calibrate_exits.CRITERIA == calibration.CRITERIA  # repeated there to keep optimum-cli's start-up light

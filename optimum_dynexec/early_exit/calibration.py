@@ -8,16 +8,30 @@ layer: the ideal a segmented runtime can reach; benchmarks measure the real one.
 A threshold picked as "the fastest one at >= 99% on validation" lands where validation noise happened to be kind,
 so on new data it tends to fall short (on 2,500 texts, the paired noise of relative accuracy is ~0.5%). With
 `confidence`, every point also carries a lower bound of its relative accuracy (a paired bootstrap over the
-examples) and the pick requires that bound, not the point estimate, to reach the target.
+examples) and the pick requires that bound, not the point estimate, to reach the target. That bound is still a
+heuristic. `certify_threshold` gives a stated guarantee instead: Learn-then-Test (Angelopoulos et al., 2021,
+arXiv 2110.01052), as CALM (Schuster et al., 2022, arXiv 2207.07061) applies it to early-exit language models.
+Its default criterion is consistency with the full model (the early prediction equals the last layer's), which
+needs no labels, so every unlabelled text can calibrate:
+
+    sweep = sweep_exits(predictions, entropies)                 # [layers, rows] each, labels optional
+    certified = certify_threshold(sweep, epsilon=0.01, delta=0.05)
+    certified["chosen"]["threshold"], certified["chosen"]["layer_speedup"]
 """
 
 import json
+import numbers
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
+# Fixed before any data is seen: Learn-then-Test's guarantee holds for a candidate list chosen independently of the
+# calibration rows.
 DEFAULT_THRESHOLDS = tuple(np.round(np.linspace(0.0, 1.0, 101), 3))
+CRITERIA = ("consistency", "accuracy")
+# The count of each point that a criterion's risk is made of (see `certify_threshold`).
+_RISK_COUNTS = {"consistency": "inconsistent_rows", "accuracy": "lost_rows"}
 
 
 def normalised_entropies(layer_logits: np.ndarray, temperatures: Sequence[float]) -> np.ndarray:
@@ -46,11 +60,12 @@ def sweep_thresholds(
     bootstrap_samples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Accuracy, relative accuracy (vs. the last layer) and layer speed-up at every threshold.
+    """Accuracy, relative accuracy (vs. the last layer), consistency and layer speed-up at every threshold.
 
-    With `confidence` (e.g. 0.9), each point also gets `relative_accuracy_lower_bound`: the `1 - confidence`
-    quantile of its relative accuracy over `bootstrap_samples` resamples of the examples (the same resample for the
-    early-exit and the full predictions, so their correlation is kept).
+    `sweep_exits` on labelled logits: [layers, examples, labels] logits, one class index per example, one temperature
+    per layer. With `confidence` (e.g. 0.9), each point also gets `relative_accuracy_lower_bound`: the
+    `1 - confidence` quantile of its relative accuracy over `bootstrap_samples` resamples of the examples (the same
+    resample for the early-exit and the full predictions, so their correlation is kept).
     """
     if confidence is not None and not 0.0 < confidence < 1.0:
         raise ValueError(f"`confidence` is a probability such as 0.9, got {confidence}.")
@@ -63,42 +78,92 @@ def sweep_thresholds(
         raise ValueError(f"`labels` needs one class index per example ({num_examples}), got shape {labels.shape}.")
     if len(temperatures) != num_layers:
         raise ValueError(f"`temperatures` needs one value per layer ({num_layers}), got {len(temperatures)}.")
-    if not all(0.0 <= float(threshold) <= 1.0 for threshold in thresholds):
-        raise ValueError("`thresholds` are normalised entropies: each must be in [0, 1].")
     predictions = layer_logits.argmax(axis=-1)  # [layers, examples]
     entropies = normalised_entropies(layer_logits, temperatures)
-    full_correct = predictions[-1] == labels
-    full_accuracy = float(full_correct.mean())
+    sweep, correct_per_point = _sweep(predictions, entropies, labels, thresholds)
+    sweep["confidence"] = confidence
+    if confidence is not None:
+        lower_bounds = _bootstrap_lower_bounds(
+            np.stack(correct_per_point), predictions[-1] == labels, confidence, bootstrap_samples, seed
+        )
+        for point, lower_bound in zip(sweep["points"], lower_bounds):
+            point["relative_accuracy_lower_bound"] = float(lower_bound)
+    return sweep
+
+
+def sweep_exits(
+    predictions: np.ndarray,
+    entropies: np.ndarray,
+    labels: Optional[Sequence[int]] = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> dict:
+    """Consistency with the full model, layer speed-up and (given labels) accuracy at every threshold.
+
+    Args:
+        predictions: [layers, rows] class index predicted by each layer's exit (the last layer is the full model).
+        entropies: [layers, rows] normalised entropy of each of those predictions (`normalised_entropies`).
+        labels: one class index per row, or None: consistency needs no labels.
+        thresholds: entropy thresholds in [0, 1] to simulate.
+
+    Each point holds `threshold`, `consistency` (share of rows whose early prediction equals the last layer's),
+    `inconsistent_rows`, `mean_exit_layer`, `layer_speedup`, `exit_histogram`, and with labels `accuracy`,
+    `relative_accuracy` and `lost_rows` (rows the full model gets right and the early exit wrong).
+    """
+    predictions, entropies = np.asarray(predictions), np.asarray(entropies, dtype=np.float64)
+    if predictions.ndim != 2 or predictions.shape[1] == 0:
+        raise ValueError(f"`predictions` must be [layers, rows] with rows, got shape {predictions.shape}.")
+    if entropies.shape != predictions.shape:
+        raise ValueError(f"`entropies` must have the shape of `predictions` {predictions.shape}, got {entropies.shape}.")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != predictions.shape[1:]:
+            raise ValueError(f"`labels` needs one class index per row ({predictions.shape[1]}), got shape {labels.shape}.")
+    sweep, _ = _sweep(predictions, entropies, labels, thresholds)
+    return sweep
+
+
+def _sweep(predictions, entropies, labels, thresholds):
+    """`sweep_exits` on checked arrays, plus each point's per-row correctness (None without labels) for a bootstrap."""
+    if len(thresholds) == 0 or not all(0.0 <= float(threshold) <= 1.0 for threshold in thresholds):
+        raise ValueError("`thresholds` are normalised entropies: give at least one, each in [0, 1].")
+    num_layers, num_examples = predictions.shape
+    rows = np.arange(num_examples)
+    full_predictions = predictions[-1]
+    full_correct = None if labels is None else full_predictions == labels
+    full_accuracy = None if labels is None else float(full_correct.mean())
     points, correct_per_point = [], []
     for threshold in thresholds:
         exits = exit_layers_at(entropies, float(threshold))
-        correct = predictions[exits - 1, np.arange(num_examples)] == labels
-        correct_per_point.append(correct)
-        accuracy = float(correct.mean())
-        points.append(
-            {
-                "threshold": float(threshold),
-                "accuracy": accuracy,
-                "relative_accuracy": accuracy / full_accuracy if full_accuracy > 0 else float("nan"),
-                "mean_exit_layer": float(exits.mean()),
-                "layer_speedup": float(num_layers / exits.mean()),
-                "exit_histogram": np.bincount(exits, minlength=num_layers + 1)[1:].tolist(),
-            }
-        )
-    if confidence is not None:
-        lower_bounds = _bootstrap_lower_bounds(
-            np.stack(correct_per_point), full_correct, confidence, bootstrap_samples, seed
-        )
-        for point, lower_bound in zip(points, lower_bounds):
-            point["relative_accuracy_lower_bound"] = float(lower_bound)
-    return {
+        early = predictions[exits - 1, rows]
+        consistent = early == full_predictions
+        point = {
+            "threshold": float(threshold),
+            "consistency": float(consistent.mean()),
+            "inconsistent_rows": int(num_examples - consistent.sum()),
+            "mean_exit_layer": float(exits.mean()),
+            "layer_speedup": float(num_layers / exits.mean()),
+            "exit_histogram": np.bincount(exits, minlength=num_layers + 1)[1:].tolist(),
+        }
+        if labels is not None:
+            correct = early == labels
+            correct_per_point.append(correct)
+            accuracy = float(correct.mean())
+            point.update(
+                accuracy=accuracy,
+                relative_accuracy=accuracy / full_accuracy if full_accuracy > 0 else float("nan"),
+                lost_rows=int((full_correct & ~correct).sum()),
+            )
+        points.append(point)
+    sweep = {
         "num_layers": int(num_layers),
         "num_examples": int(num_examples),
-        "confidence": confidence,
+        "confidence": None,
         "full_accuracy": full_accuracy,
-        "layer_accuracy": [float((predictions[layer] == labels).mean()) for layer in range(num_layers)],
+        "layer_accuracy": None if labels is None else [float(accuracy) for accuracy in (predictions == labels).mean(axis=1)],
+        "layer_consistency": [float(agreement) for agreement in (predictions == full_predictions).mean(axis=1)],
         "points": points,
     }
+    return sweep, (correct_per_point if labels is not None else None)
 
 
 def _bootstrap_lower_bounds(correct, full_correct, confidence, samples, seed, chunk=100) -> np.ndarray:
@@ -132,8 +197,189 @@ def pick_threshold(sweep: dict, target_relative_accuracy: float = 0.99) -> Optio
     return max(eligible, key=lambda point: (point["layer_speedup"], -point["threshold"]))
 
 
-def save_curve(sweep: dict, output_dir, chosen: Optional[dict] = None, title: str = "Early exit") -> List[Path]:
-    """Write `calibration.json` and `calibration.png` (% of full accuracy and layer speed-up vs. threshold)."""
+def certify_threshold(
+    sweep: dict, epsilon: float = 0.01, delta: float = 0.05, criterion: str = "consistency"
+) -> dict:
+    """The most aggressive threshold of `sweep` that Learn-then-Test certifies, with its guarantee.
+
+    The guarantee (`criterion="consistency"`): for new rows drawn i.i.d. from the distribution the calibration rows
+    were drawn from, the chosen threshold's consistency, P(early prediction == full model's prediction), is at least
+    `1 - epsilon`, with probability at least `1 - delta` over the draw of the calibration rows. With
+    `criterion="accuracy"` (the sweep needs labels) the certified risk is P(full model right and early exit wrong)
+    <= `epsilon`, so accuracy >= full accuracy - `epsilon`. Every threshold from 0 up to the chosen one holds at
+    once. Not promised: anything under distribution shift (another domain, text length, language, a changed model
+    or another inference precision than the sweep's predictions were computed at), rows the exits were trained on
+    (they are not new), or that a finite test set's realised consistency reaches `1 - epsilon` (it scatters around
+    the true one; see `held_out_report`).
+
+    The procedure: thresholds in increasing order (0: every row runs every layer, so consistency is 1 by
+    construction, always certified) are tested one by one for H0 "risk > epsilon" with the exact binomial p-value
+    `binomial_tail_p_value`; the walk stops at the first p-value above `delta` and the last rejected threshold is
+    the answer. The order is fixed in advance, so no multiplicity correction is needed (fixed-sequence testing).
+
+    Args:
+        sweep: from `sweep_exits` or `sweep_thresholds` (its thresholds must be fixed before seeing the rows).
+        epsilon: the risk allowed, in (0, 1); 0.01 promises 99% consistency.
+        delta: the chance allowed that the calibration rows were unluckily kind, in (0, 1).
+        criterion: "consistency" (no labels needed) or "accuracy".
+
+    Returns `criterion`, `epsilon`, `delta`, `num_examples`, `guarantee` (the sentence above with the numbers),
+    `tests` (threshold, p-value and whether certified, in test order) and `chosen`: the certified point with its
+    `p_value`, empirical `consistency`, `mean_exit_layer` and `layer_speedup`.
+    """
+    epsilon, delta = _probability(epsilon, "epsilon"), _probability(delta, "delta")
+    if criterion not in CRITERIA:
+        raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
+    count_key = _RISK_COUNTS[criterion]
+    if any(count_key not in point for point in sweep["points"]):
+        raise ValueError(
+            f"`criterion='{criterion}'` needs labels: sweep labelled rows (`sweep_exits(..., labels=...)`), or "
+            "use criterion='consistency', which needs none."
+        )
+    num_examples = sweep["num_examples"]
+    ordered = sorted(sweep["points"], key=lambda point: point["threshold"])
+    # Threshold 0 lets no row leave early: its risk is 0 on any data, so it needs no test (and no data).
+    conservative = [point for point in ordered if point["threshold"] == 0.0]
+    candidates = [point for point in ordered if point["threshold"] > 0.0]
+    p_values = binomial_tail_p_value([point[count_key] for point in candidates], num_examples, epsilon)
+    certified = fixed_sequence_rejections(p_values, delta)
+    if certified:
+        chosen = {**candidates[certified - 1], "p_value": float(p_values[certified - 1])}
+    else:
+        chosen = {**(conservative[0] if conservative else _full_depth_point(sweep)), "p_value": 0.0}
+    tests = [{"threshold": point["threshold"], "p_value": 0.0, "certified": True} for point in conservative]
+    tests += [
+        {"threshold": point["threshold"], "p_value": float(p_value), "certified": index < certified}
+        for index, (point, p_value) in enumerate(zip(candidates, p_values))
+    ]
+    return {
+        "criterion": criterion,
+        "epsilon": epsilon,
+        "delta": delta,
+        "num_examples": num_examples,
+        "method": "Learn-then-Test, fixed-sequence testing from threshold 0 upwards, exact binomial tail p-values",
+        "guarantee": _guarantee(criterion, epsilon, delta, num_examples, chosen["threshold"]),
+        "tests": tests,
+        "chosen": chosen,
+    }
+
+
+def binomial_tail_p_value(risky_rows, num_rows: int, epsilon: float):
+    """P(Binomial(num_rows, epsilon) <= risky_rows): a valid p-value for H0 "the risk is above epsilon".
+
+    A row's loss is 0 or 1, so the count among `num_rows` i.i.d. rows is Binomial(num_rows, risk); under H0 a count
+    as small as `risky_rows` is at most this likely. For 0/1 losses this exact tail is tighter than the
+    Hoeffding-Bentkus bound LTT uses for bounded losses in general. `risky_rows` may be an array of counts.
+    """
+    from scipy.stats import binom  # here, not at the top: the model imports this module and scipy loads slowly
+
+    p_values = binom.cdf(np.asarray(risky_rows), num_rows, epsilon)
+    return float(p_values) if np.ndim(p_values) == 0 else p_values
+
+
+def fixed_sequence_rejections(p_values: Sequence[float], delta: float) -> int:
+    """How many hypotheses fixed-sequence testing rejects at level `delta`: the leading run of p-values <= `delta`.
+
+    Stopping at the first p-value above `delta`, in an order fixed before seeing the data, keeps the chance of
+    rejecting any true null hypothesis at `delta` with no correction for the number of hypotheses.
+    """
+    above = np.flatnonzero(np.asarray(p_values, dtype=np.float64) > delta)
+    return int(above[0]) if above.size else len(p_values)
+
+
+def held_out_report(test_sweep: dict, certification: Optional[dict] = None, threshold: Optional[float] = None) -> dict:
+    """The realised consistency and accuracy of one threshold on held-out rows, against what calibration promised.
+
+    `test_sweep` comes from `sweep_exits` on the held-out rows (with labels for the accuracy fields, else they are
+    None); the threshold is `certification["chosen"]["threshold"]` (or `threshold`). With a `certification`, the
+    report adds the promise (`promised_consistency` = 1 - epsilon for the consistency criterion,
+    `promised_accuracy_drop_at_most` = epsilon for the accuracy one), `realised_risk` and `risk_p_value`:
+    P(Binomial(rows, epsilon) >= risky rows seen), how surprising the held-out count would be if the risk were
+    exactly epsilon. A realised value a little short of the promise with a large `risk_p_value` is the noise of a
+    finite test set; a small one (below ~0.05) is evidence the promise does not hold on this data, e.g. because
+    it is not drawn like the calibration rows.
+    """
+    if threshold is None:
+        if certification is None:
+            raise ValueError("`held_out_report` needs the `certification` or a `threshold`.")
+        threshold = certification["chosen"]["threshold"]
+    point = next((point for point in test_sweep["points"] if point["threshold"] == float(threshold)), None)
+    if point is None:
+        raise ValueError(f"`test_sweep` has no point at threshold {threshold}: sweep the held-out rows at it.")
+    labelled = "accuracy" in point
+    full_accuracy = test_sweep["full_accuracy"]
+    report = {
+        "threshold": point["threshold"],
+        "num_rows": test_sweep["num_examples"],
+        "realised_consistency": point["consistency"],
+        "realised_accuracy": point["accuracy"] if labelled else None,
+        "realised_full_accuracy": full_accuracy,
+        "realised_accuracy_relative_to_full": point["relative_accuracy"] if labelled else None,
+        "mean_exit_layer": point["mean_exit_layer"],
+        "layer_speedup": point["layer_speedup"],
+    }
+    if certification is None:
+        return report
+    criterion, epsilon = certification["criterion"], certification["epsilon"]
+    if criterion == "consistency":
+        report["promised_consistency"] = 1.0 - epsilon
+    else:
+        report["promised_accuracy_drop_at_most"] = epsilon
+        report["realised_accuracy_drop"] = full_accuracy - point["accuracy"] if labelled else None
+    risky_rows = point.get(_RISK_COUNTS[criterion])
+    if risky_rows is not None:
+        from scipy.stats import binom
+
+        report["realised_risk"] = risky_rows / test_sweep["num_examples"]
+        report["promise_met"] = bool(report["realised_risk"] <= epsilon)
+        report["risk_p_value"] = float(binom.sf(risky_rows - 1, test_sweep["num_examples"], epsilon))
+    return {"criterion": criterion, "epsilon": epsilon, "delta": certification["delta"], **report}
+
+
+def _probability(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+        raise ValueError(f"`{name}` must be a probability strictly between 0 and 1 such as 0.05, got {value!r}.")
+    return float(value)
+
+
+def _full_depth_point(sweep: dict) -> dict:
+    """The point of threshold 0 (every row runs every layer) for a sweep that did not simulate it."""
+    num_layers, num_examples = sweep["num_layers"], sweep["num_examples"]
+    point = {
+        "threshold": 0.0, "consistency": 1.0, "inconsistent_rows": 0, "mean_exit_layer": float(num_layers),
+        "layer_speedup": 1.0, "exit_histogram": [0] * (num_layers - 1) + [num_examples],
+    }
+    if sweep.get("full_accuracy") is not None:
+        point.update(accuracy=sweep["full_accuracy"], relative_accuracy=1.0, lost_rows=0)
+    return point
+
+
+def _guarantee(criterion: str, epsilon: float, delta: float, num_examples: int, threshold: float) -> str:
+    risk = (
+        f"consistency with the full model (early prediction == full prediction) >= {1 - epsilon:g}"
+        if criterion == "consistency"
+        else f"P(full model right, early exit wrong) <= {epsilon:g}, so accuracy >= full accuracy - {epsilon:g}"
+    )
+    return (
+        f"For new rows drawn i.i.d. from the distribution of the {num_examples} calibration rows, threshold "
+        f"{threshold:g} has {risk}, with probability >= {1 - delta:g} over the draw of the calibration rows. Not "
+        "promised under distribution shift (other domains, lengths or languages, a changed model, another inference "
+        "precision), nor for rows the exits were trained on."
+    )
+
+
+def save_curve(
+    sweep: dict,
+    output_dir,
+    chosen: Optional[dict] = None,
+    title: str = "Early exit",
+    record: Optional[dict] = None,
+) -> List[Path]:
+    """Write `calibration.json` (the sweep, `chosen`, and the entries of `record`) and `calibration.png`.
+
+    The plot shows, against the threshold, consistency with the full model, % of full accuracy (labelled sweeps)
+    and the layer speed-up; with a `record["certification"]`, also the promised consistency (or accuracy) line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,38 +387,55 @@ def save_curve(sweep: dict, output_dir, chosen: Optional[dict] = None, title: st
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**sweep, "chosen": chosen}
+    payload = {**sweep, "chosen": chosen, **(record or {})}
     json_path = output_dir / "calibration.json"
     staging = output_dir / ".calibration.json.partial"
     staging.write_text(json.dumps(payload, indent=2) + "\n")
     staging.replace(json_path)
 
-    thresholds = [point["threshold"] for point in sweep["points"]]
-    relative = [100.0 * point["relative_accuracy"] for point in sweep["points"]]
-    speedup = [point["layer_speedup"] for point in sweep["points"]]
-    figure, accuracy_axis = plt.subplots(figsize=(6.4, 4.2))
-    accuracy_axis.plot(thresholds, relative, color="tab:blue", label="% of full-model accuracy")
-    if sweep.get("confidence") is not None:
-        lower = [100.0 * point["relative_accuracy_lower_bound"] for point in sweep["points"]]
-        accuracy_axis.plot(thresholds, lower, color="tab:blue", linestyle=":", linewidth=1)
-        accuracy_axis.fill_between(thresholds, lower, relative, color="tab:blue", alpha=0.12, linewidth=0,
-                                   label=f"{sweep['confidence']:.0%} lower bound")
-        accuracy_axis.legend(loc="lower left", fontsize=8)
-    accuracy_axis.set_xlabel("entropy threshold (normalised)")
-    accuracy_axis.set_ylabel("% of full-model accuracy", color="tab:blue")
-    speed_axis = accuracy_axis.twinx()
+    points = sweep["points"]
+    labelled = sweep.get("full_accuracy") is not None
+    thresholds = [point["threshold"] for point in points]
+    speedup = [point["layer_speedup"] for point in points]
+    figure, quality_axis = plt.subplots(figsize=(6.4, 4.2))
+    if "consistency" in points[0]:
+        quality_axis.plot(thresholds, [100.0 * point["consistency"] for point in points], color="tab:green",
+                          label="% consistent with the full model")
+    if labelled:
+        relative = [100.0 * point["relative_accuracy"] for point in points]
+        quality_axis.plot(thresholds, relative, color="tab:blue", label="% of full-model accuracy")
+        if sweep.get("confidence") is not None:
+            lower = [100.0 * point["relative_accuracy_lower_bound"] for point in points]
+            quality_axis.plot(thresholds, lower, color="tab:blue", linestyle=":", linewidth=1)
+            quality_axis.fill_between(thresholds, lower, relative, color="tab:blue", alpha=0.12, linewidth=0,
+                                      label=f"{sweep['confidence']:.0%} lower bound")
+    certification = (record or {}).get("certification")
+    if certification is not None:
+        epsilon = certification["epsilon"]
+        promise = 100.0 * (1.0 - epsilon if certification["criterion"] == "consistency"
+                           else 1.0 - epsilon / max(sweep["full_accuracy"], epsilon))
+        quality_axis.axhline(promise, color="grey", linewidth=0.8, linestyle="-.",
+                             label=f"promise ({1 - certification['delta']:.0%} sure)")
+        quality_axis.axvspan(0.0, certification["chosen"]["threshold"], color="tab:green", alpha=0.08, linewidth=0,
+                             label="certified thresholds")
+    quality_axis.legend(loc="lower left", fontsize=8)
+    quality_axis.set_xlabel("entropy threshold (normalised)")
+    quality_axis.set_ylabel("% of the full model")
+    speed_axis = quality_axis.twinx()
     speed_axis.plot(thresholds, speedup, color="tab:red", linestyle="--", label="layer speed-up")
     speed_axis.set_ylabel("layer speed-up (layers / mean exit layer)", color="tab:red")
     if chosen is not None:
-        accuracy_axis.axvline(chosen["threshold"], color="grey", linestyle=":")
-        accuracy_axis.annotate(
-            f"{chosen['threshold']:.2f}: {100 * chosen['relative_accuracy']:.1f}%, {chosen['layer_speedup']:.2f}x",
-            (chosen["threshold"], 100.0 * chosen["relative_accuracy"]),
+        shown = "relative_accuracy" if labelled else "consistency"
+        quality_axis.axvline(chosen["threshold"], color="grey", linestyle=":")
+        quality_axis.annotate(
+            f"{chosen['threshold']:.2f}: {100 * chosen[shown]:.1f}%, {chosen['layer_speedup']:.2f}x",
+            (chosen["threshold"], 100.0 * chosen[shown]),
             textcoords="offset points",
             xytext=(6, -14),
             fontsize=8,
         )
-    accuracy_axis.set_title(f"{title} (full accuracy {100 * sweep['full_accuracy']:.1f}%, n={sweep['num_examples']})")
+    full = f"full accuracy {100 * sweep['full_accuracy']:.1f}%, " if labelled else ""
+    quality_axis.set_title(f"{title} ({full}n={sweep['num_examples']})")
     figure.tight_layout()
     png_path = output_dir / "calibration.png"
     staging_png = output_dir / ".calibration.partial.png"
@@ -187,7 +450,7 @@ def collect_layer_logits(model, tokenizer, texts: Sequence[str], batch_size: int
     from tqdm.auto import tqdm
 
     if len(texts) == 0:
-        raise ValueError("`texts` is empty: calibration needs labelled texts.")
+        raise ValueError("`texts` is empty: calibration needs at least one text.")
     order = np.argsort([len(text) for text in texts])  # batches of similar length waste little on padding
     collected = []
     for start in tqdm(range(0, len(texts), batch_size), desc="all-layer pass", unit="batch"):
@@ -196,3 +459,16 @@ def collect_layer_logits(model, tokenizer, texts: Sequence[str], batch_size: int
         collected.append(model.exit_logits_per_layer(**encoded))
     layer_logits = np.concatenate(collected, axis=1)
     return layer_logits[:, np.argsort(order)]
+
+
+def compiled_precision(model) -> str:
+    """The inference precision ("f32", "bf16", "f16") OpenVINO compiled the model's segments at.
+
+    `collect_layer_logits` runs the segments, so this is the precision a calibration's predictions come from; the
+    same threshold at another precision can move rows whose entropy sits near it.
+    """
+    from ..openvino_cpu import precision_name
+
+    model.compile()
+    compiled = model.request.get_compiled_model()  # `compile` points `request` at the first segment's
+    return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))

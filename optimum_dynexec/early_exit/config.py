@@ -42,6 +42,9 @@ class EarlyExitConfig:
         entropy_threshold: a row leaves at the first layer whose normalised prediction entropy
             (entropy / log(num_labels), in [0, 1]) is strictly below this value. 0 never exits early.
         training: free-form record of how the exits were trained (scheme, losses, per-layer accuracy).
+        calibration: how `calibrate-exits --save-threshold` chose the threshold (criterion, epsilon, delta, rows,
+            the inference precision it holds at, the guarantee); it describes `entropy_threshold` only while that
+            still equals the record's `threshold` (a threshold set by hand afterwards is not covered). {} if none.
     """
 
     num_layers: int
@@ -50,6 +53,7 @@ class EarlyExitConfig:
     exit_temperatures: Optional[List[float]] = None
     entropy_threshold: float = 0.0
     training: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -73,6 +77,10 @@ class EarlyExitConfig:
         self.entropy_threshold = validate_entropy_threshold(self.entropy_threshold)
         if not isinstance(self.training, dict):
             raise ValueError(f"`training` must be a dict (the training record), got {type(self.training).__name__}.")
+        if not isinstance(self.calibration, dict):
+            raise ValueError(
+                f"`calibration` must be a dict (the calibration record), got {type(self.calibration).__name__}."
+            )
         if self.format_version != FORMAT_VERSION:
             raise ValueError(
                 f"`format_version` {self.format_version!r} is not the one this version of optimum-dynexec reads "

@@ -23,6 +23,34 @@ def load_labelled_texts(
     label: a malformed file raises ValueError naming the file, the expected columns and the row (its line in a
     CSV/TSV/JSONL file), rather than letting a missing value pass on as the label "None".
     """
+    where, rows = _read_split(dataset, split)
+    return _checked_columns(where, rows, (text_column, label_column))
+
+
+def load_texts(
+    dataset: str,
+    split: str = "validation",
+    text_column: str = "text",
+    label_column: str = "label",
+) -> Tuple[List[str], Optional[List[str]]]:
+    """Return `(texts, labels)` of one split, or `(texts, None)` when the split has no `label_column`.
+
+    For what needs no labels (calibrating consistency with the full model): a file with a text column only is
+    enough, and so is a `datasets` split whose labels are all missing (-1, as in GLUE's test splits). The sources
+    and checks are `load_labelled_texts`'s; a labelled split is read exactly as there, an unlabelled one must have a
+    text in every row.
+    """
+    where, rows = _read_split(dataset, split)
+    records = [record for _, record in rows]
+    unlabelled = all(isinstance(record, dict) and record.get(label_column) is None for record in records)
+    if not unlabelled:
+        return _checked_columns(where, rows, (text_column, label_column))
+    texts, _ = _checked_columns(where, rows, (text_column,))
+    return texts, None
+
+
+def _read_split(dataset: str, split: str):
+    """`(where, rows)` of one split: a description for errors and its `(row name, record)` pairs, never empty."""
     path = Path(dataset)
     source = path if path.is_file() else _split_file(path, split) if path.is_dir() else None
     if source is not None:
@@ -32,25 +60,32 @@ def load_labelled_texts(
         rows = [(f"row {index}", record) for index, record in enumerate(_read_datasets(dataset, split))]
     if not rows:
         raise ValueError(f"The {split!r} split of {dataset!r} is empty ({where}).")
-    columns = (text_column, label_column)
+    return where, rows
+
+
+def _checked_columns(where: str, rows, columns) -> Tuple[List[str], Optional[List[str]]]:
+    """The texts (and labels, when `columns` names a label column) of `rows`, or a ValueError naming the bad row."""
     first = rows[0][1]
     if isinstance(first, dict) and not set(columns) <= set(first):
         missing = [column for column in columns if column not in first]
+        flags = "--text-column / --label-column" if len(columns) > 1 else "--text-column"
         raise ValueError(
             f"{where} has no column(s) {missing}; its columns are {sorted(map(str, first))}. Expected columns "
-            f"{list(columns)}: name the right ones with --text-column / --label-column."
+            f"{list(columns)}: name the right ones with {flags}."
         )
     texts, labels = [], []
     for row, record in rows:
         problem = _row_problem(record, columns)
         if problem:
+            content = "a text and a non-empty label" if len(columns) > 1 else "a text"
             raise ValueError(
-                f"{where}, {row}: {problem}. Expected columns {list(columns)} with a text and a non-empty label in "
+                f"{where}, {row}: {problem}. Expected columns {list(columns)} with {content} in "
                 "every row (in CSV/TSV, quote texts that contain the delimiter, a quote or a line break)."
             )
-        texts.append(str(record[text_column]))
-        labels.append(str(record[label_column]))
-    return texts, labels
+        texts.append(str(record[columns[0]]))
+        if len(columns) > 1:
+            labels.append(str(record[columns[1]]))
+    return texts, (labels if len(columns) > 1 else None)
 
 
 def _row_problem(record, columns) -> Optional[str]:
@@ -62,7 +97,7 @@ def _row_problem(record, columns) -> Optional[str]:
     missing = [column for column in columns if record.get(column) is None]
     if missing:
         return f"no value for {missing} (missing, null, or fewer fields than the header)"
-    if str(record[columns[1]]).strip() == "":
+    if len(columns) > 1 and str(record[columns[1]]).strip() == "":
         return f"empty {columns[1]!r}"
     return None
 
@@ -167,5 +202,6 @@ def _read_datasets(name: str, split: str) -> List[dict]:
     records = list(loaded)
     if label_feature is not None and hasattr(label_feature, "int2str"):
         for record in records:
-            record["label"] = label_feature.int2str(record["label"])
+            # -1 is `datasets`' "no label" (GLUE's test splits): None, which `load_texts` reads as unlabelled.
+            record["label"] = None if record["label"] == -1 else label_feature.int2str(record["label"])
     return records
