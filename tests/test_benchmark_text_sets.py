@@ -145,3 +145,62 @@ def test_an_existing_folder_is_reused_but_never_taken_for_another_set(site_packa
     (tmp_path / "old" / "summary.json").write_text(json.dumps({"sections": ["net"]}))  # written before sets had names
     with pytest.raises(ValueError, match="'debian-sections' text set, not 'python-docstrings'"):
         ensure_text_set(tmp_path / "old", "python-docstrings")
+
+
+def test_a_users_folder_is_refused_and_left_intact(tmp_path):
+    # The data loss of issue 20: `--data` pointing at a folder of the user's, without our summary.json, was deleted
+    # and replaced by the Debian set without a word.
+    user = tmp_path / "my-data"
+    user.mkdir()
+    (user / "train.csv").write_text("text,label\nmine,x\n")  # names a text set also writes: still not ours
+    (user / "notes.txt").write_text("keep me")
+    read = []
+
+    def rows():
+        read.append(True)
+        yield "a text", "a"
+
+    for call in (
+        lambda: ensure_text_set(user, "python-docstrings", argument="--data"),
+        lambda: ensure_text_set(user, argument="--data"),
+        lambda: write_labelled_splits(rows(), user, argument="--data"),
+        lambda: build_text_set("debian-sections", user, argument="--data"),
+    ):
+        with pytest.raises(ValueError, match=rf"^--data {user} exists and holds files that are not a text set written "
+                                             r"by optimum-dynexec .*pass an empty or new folder, or a folder built by "
+                                             r"`python -m optimum_dynexec.benchmark.classification data"):
+            call()
+    assert read == []  # refused before reading any source
+    assert sorted(path.name for path in user.iterdir()) == ["notes.txt", "train.csv"]
+    assert (user / "notes.txt").read_text() == "keep me"
+    assert (user / "train.csv").read_text() == "text,label\nmine,x\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["my-data"]
+
+
+def test_a_text_set_is_rebuilt_in_place_but_a_file_added_to_it_is_kept(tmp_path):
+    empty = tmp_path / "set"
+    empty.mkdir()
+    first = write_labelled_splits(_synthetic_rows(50), empty, top_labels=2)  # an empty folder is written
+    second = write_labelled_splits(_synthetic_rows(80), empty, top_labels=3)  # our own set is rebuilt
+    assert first["labels"] == ["a", "b"] and second["labels"] == ["a", "b", "c"]
+    assert json.loads((empty / "summary.json").read_text()) == second
+    (empty / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files this write would not put back \(notes.txt\)"):
+        write_labelled_splits(_synthetic_rows(20), empty, top_labels=1)
+    assert (empty / "notes.txt").read_text() == "mine"
+    assert json.loads((empty / "summary.json").read_text()) == second
+
+
+def test_the_data_command_names_its_option(tmp_path, capsys):
+    from optimum_dynexec.benchmark.classification import main
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    for argv in (["data", "--output", str(tmp_path / "photos")],
+                 ["run", "--data", str(tmp_path / "photos"), "--checkpoint", "x", "--output", str(tmp_path / "b")]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        option = argv[1]
+        assert f"error: {option} {tmp_path / 'photos'} exists and holds files that are not a text set" in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "photos").iterdir()] == ["cat.jpg"]
+    assert not (tmp_path / "b").exists()

@@ -10,6 +10,9 @@ Two independent sources, so a result on one can be re-checked on the other:
 Both go through one writer: texts seen under two labels are dropped, the biggest `top_labels` labels are kept,
 each capped at `max_per_label` by a hash order, and the rows are split 80/10/10 by a hash of the text, so a text's
 split never depends on which other texts were kept (a bigger cap adds rows to every split, moves none).
+
+A folder is only ever written when it is new, empty, or a text set this module wrote (its `summary.json`): a user's
+folder passed by mistake is refused with a ValueError, never replaced.
 """
 
 import ast
@@ -27,6 +30,9 @@ from tqdm.auto import tqdm
 
 APT_LISTS_DIR = "/var/lib/apt/lists"
 TEXT_SETS = ("debian-sections", "python-docstrings")
+SPLIT_NAMES = ("train", "validation", "test")
+SUMMARY_FILE = "summary.json"
+BUILD_COMMAND = "python -m optimum_dynexec.benchmark.classification data --output <folder>"
 
 # Not libraries in the sense of the question "which library documents this?": installers, vendored CUDA
 # wheels and build tools whose docstrings are mostly copies of other projects'.
@@ -105,8 +111,13 @@ def build_text_set(
     max_per_label: int = 3000,
     lists_dir: str = APT_LISTS_DIR,
     site_packages: str = None,
+    argument: str = "output_dir",
 ) -> dict:
-    """Build the text set `name` (one of TEXT_SETS) into `output_dir`; returns its summary."""
+    """Build the text set `name` (one of TEXT_SETS) into `output_dir`; returns its summary.
+
+    `output_dir` must be new, empty or a text set written here before (`argument` names it in the ValueError).
+    """
+    check_text_set_destination(output_dir, argument)  # before reading the sources, which takes a while
     if name == "debian-sections":
         rows = read_debian_package_lists(lists_dir)
         header = {"name": name, "source": f"Debian package lists ({lists_dir}): Description short line labelled by Section"}
@@ -118,7 +129,30 @@ def build_text_set(
         describe_labels = _library_versions
     else:
         raise ValueError(f"Unknown text set {name!r}; choose one of {', '.join(TEXT_SETS)}.")
-    return write_labelled_splits(rows, output_dir, top_labels, max_per_label, header, describe_labels)
+    return write_labelled_splits(rows, output_dir, top_labels, max_per_label, header, describe_labels, argument)
+
+
+def is_text_set(folder) -> bool:
+    """Whether `folder` holds a text set written by `write_labelled_splits`: its `summary.json`, a JSON object with
+    the labels kept (`labels`, or `sections` in sets written before sets had names)."""
+    try:
+        summary = json.loads((Path(folder) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and ("labels" in summary or "sections" in summary)
+
+
+def check_text_set_destination(output_dir, argument: str = "output_dir") -> None:
+    """ValueError naming `argument` unless `output_dir` is new, empty, or a text set written here (safe to rebuild)."""
+    from ..utils.io import check_replaceable
+
+    check_replaceable(
+        output_dir,
+        argument=argument,
+        ours=is_text_set,
+        described_as=f"a text set written by optimum-dynexec (it has no {SUMMARY_FILE} of ours)",
+        remedy=f"pass an empty or new folder, or a folder built by `{BUILD_COMMAND}`",
+    )
 
 
 def write_labelled_splits(
@@ -128,13 +162,17 @@ def write_labelled_splits(
     max_per_label: int = 3000,
     header: Optional[dict] = None,
     describe_labels: Optional[Callable[[List[str]], dict]] = None,
+    argument: str = "output_dir",
 ) -> dict:
     """Write train.csv / validation.csv / test.csv (columns text,label) and summary.json into `output_dir`.
 
     The folder appears whole or not at all. `header` opens the summary; `describe_labels(kept_labels)` adds to it.
+    An `output_dir` that holds anything but a text set written here raises ValueError naming `argument`; it is
+    never replaced.
     """
-    from ..fixtures.cache import atomic_directory
+    from ..utils.io import atomic_directory
 
+    check_text_set_destination(output_dir, argument)  # before consuming `rows`, which may read for minutes
     labels_of_text = defaultdict(set)
     for text, label in rows:
         labels_of_text[text].add(label)
@@ -148,7 +186,7 @@ def write_labelled_splits(
     for text, label in unambiguous.items():
         if label in kept_labels:
             texts_of_label[label].append(text)
-    splits = {"train": [], "validation": [], "test": []}
+    splits = {name: [] for name in SPLIT_NAMES}
     for label in kept_labels:
         for text in sorted(texts_of_label[label], key=_text_hash)[:max_per_label]:  # a deterministic sample
             bucket = int(_text_hash(text)[:8], 16) % 10
@@ -161,25 +199,30 @@ def write_labelled_splits(
         "sizes": {name: len(split) for name, split in splits.items()},
         **(describe_labels(kept_labels) if describe_labels else {}),
     }
-    with atomic_directory(Path(output_dir)) as staging:
+    # The check above ran before the rows were read; `atomic_directory` checks again at the moment of replacing.
+    with atomic_directory(Path(output_dir), argument=argument, ours=is_text_set,
+                          remedy=f"pass an empty or new folder, or a folder built by `{BUILD_COMMAND}`") as staging:
         for name, split in splits.items():
             with open(staging / f"{name}.csv", "w", newline="", encoding="utf-8") as stream:
                 writer = csv.writer(stream)
                 writer.writerow(["text", "label"])
                 writer.writerows(sorted(split, key=lambda row: _text_hash(row[0])))
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def ensure_text_set(data_dir, name: Optional[str] = None, fetch_lists: bool = False, **options) -> dict:
+def ensure_text_set(
+    data_dir, name: Optional[str] = None, fetch_lists: bool = False, argument: str = "data_dir", **options
+) -> dict:
     """The summary of the text set in `data_dir`, built there first if absent (`name`, default Debian sections).
 
-    A folder that already holds another set than the `name` asked for is an error, not a silent substitute. For
-    Debian, `fetch_lists` runs `apt-get update` when the machine has no package lists.
+    A folder that already holds another set than the `name` asked for is an error, not a silent substitute; so is a
+    folder that holds other files (ValueError naming `argument`, e.g. "--data"): it is never replaced. For Debian,
+    `fetch_lists` runs `apt-get update` when the machine has no package lists.
     """
     data_dir = Path(data_dir)
-    if (data_dir / "summary.json").is_file():
-        summary = json.loads((data_dir / "summary.json").read_text())
+    if (data_dir / SUMMARY_FILE).is_file():
+        summary = json.loads((data_dir / SUMMARY_FILE).read_text())
         held = summary.get("name", "debian-sections")  # folders written before sets had names are Debian's
         if name is not None and name != held:
             raise ValueError(
@@ -187,10 +230,11 @@ def ensure_text_set(data_dir, name: Optional[str] = None, fetch_lists: bool = Fa
                 f"{name!r} there, or leave out --text-set to use what it holds."
             )
         return summary
+    check_text_set_destination(data_dir, argument)  # before apt-get update
     name = name or "debian-sections"
     if name == "debian-sections" and fetch_lists and not glob.glob(os.path.join(APT_LISTS_DIR, "*_binary-*_Packages*")):
         subprocess.run(["apt-get", "update"], check=True)
-    return build_text_set(name, data_dir, **options)
+    return build_text_set(name, data_dir, argument=argument, **options)
 
 
 def _library_versions(libraries) -> dict:

@@ -1,5 +1,7 @@
 """`optimum-cli dynexec benchmark`: time any causal LM against plain optimum-intel at its defaults, side by side with
-openvino-genai and our speculative modes; print a table, write JSON.
+openvino-genai and our speculative modes (`--task text-generation`, the default), or an early-exit classifier against
+plain optimum-intel `OVModelForSequenceClassification` on your labelled data (`--task text-classification`); print a
+table, write JSON (and, for classification, the accuracy/speed plot next to it).
 
 Argument setup imports nothing heavy (optimum-cli builds every subcommand's parser at each start-up); the checks in
 `check_arguments` run before any model is loaded, so a wrong path or value ends in one line.
@@ -11,6 +13,9 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from ..benchmark.classification import (DEFAULT_BATCH_SIZES, DEFAULT_REPEATS as CLASSIFICATION_REPEATS,
+                                        DEFAULT_SPLIT as CLASSIFICATION_SPLIT, DEFAULT_TARGET_ACCURACY,
+                                        DEFAULT_TIMING_EXAMPLES, TASK as CLASSIFICATION)
 from ..extras import install_hint, missing_extra
 
 # Kept in step with optimum_dynexec.benchmark.generation (which imports numpy, too heavy for argument setup).
@@ -19,6 +24,14 @@ MODES = ("plain", "genai_plain", "genai_prompt_lookup", "genai_draft", "prompt_l
 BUILTIN_KINDS = ("chat", "grounded", "random")
 FIXTURE_KINDS = ("completion", "editing", "random")
 DEFAULT_PROMPTS_PER_KIND = 8
+GENERATION = "text-generation"
+TASKS = (GENERATION, CLASSIFICATION)
+# The options both tasks share whose default differs by task: None in the parser, filled in by `check_task_options`.
+TASK_DEFAULTS = {GENERATION: {"split": "test", "repeats": 3}, CLASSIFICATION: {"repeats": CLASSIFICATION_REPEATS}}
+GENERATION_ONLY = ("draft_model", "prompts", "kinds", "prompts_per_kind", "seed", "max_new_tokens", "modes",
+                   "prompt_lookup_tokens", "fixture")
+CLASSIFICATION_ONLY = ("dataset", "text_column", "label_column", "target_accuracy", "confidence", "threshold",
+                       "batch_sizes", "timing_examples", "max_length")
 
 
 def positive_int(value: str) -> int:
@@ -43,6 +56,16 @@ def ov_config_json(value: str) -> dict:
     return config
 
 
+def unit_interval(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {number}")
+    return number
+
+
 def _looks_like_gguf(path: Path) -> bool:
     if path.suffix.lower() == ".gguf":
         return True
@@ -53,8 +76,58 @@ def _looks_like_gguf(path: Path) -> bool:
         return False
 
 
+class _StoreGiven(argparse.Action):
+    """argparse's plain `store`, also noting on the namespace (`given_options`) that the option was given: an option
+    of the other task is then refused even when the value passed equals its default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given_options = set(getattr(namespace, "given_options", ())) | {self.dest}
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_task_options(args) -> None:
+    """Refuse the options of the other task (ValueError), then fill in this task's defaults of shared options."""
+    given = getattr(args, "given_options", set())
+    other_only = CLASSIFICATION_ONLY if args.task == GENERATION else GENERATION_ONLY
+    wrong = [_option(name) for name in other_only if name in given]
+    if wrong:
+        other = CLASSIFICATION if args.task == GENERATION else GENERATION
+        raise ValueError(f"{' '.join(wrong)} only appl{'ies' if len(wrong) == 1 else 'y'} to --task {other}; drop "
+                         f"{'it' if len(wrong) == 1 else 'them'} or pass --task {other}.")
+    for name, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def check_classification_arguments(args) -> None:
+    """--task text-classification: an early-exit folder and a dataset are needed; ValueError before any model loads."""
+    from ..benchmark.classification import model_folder_kind
+
+    given = getattr(args, "given_options", set())
+    missing = [_option(name) for name in ("model", "dataset") if name not in given]
+    if missing:
+        raise ValueError(f"--task {CLASSIFICATION} needs {' and '.join(missing)}: --model <folder written by "
+                         "`optimum-cli export dynexec --task text-classification` or `train-exits`> --dataset "
+                         "<CSV/JSON file or folder of splits>.")
+    model_folder_kind(args.model, "--model")
+    if not 0.0 < args.target_accuracy <= 1.0:
+        raise ValueError(f"--target-accuracy is a fraction of full accuracy such as 0.99, got {args.target_accuracy}.")
+    if args.confidence is not None and not 0.0 < args.confidence < 1.0:
+        raise ValueError(f"--confidence is a probability such as 0.9, got {args.confidence}.")
+
+
 def check_arguments(args) -> None:
     """Refuse wrong combinations, paths and prompt files (ValueError) before anything heavy is imported."""
+    check_task_options(args)
+    if args.task == CLASSIFICATION:
+        check_classification_arguments(args)
+        return
+    if args.split not in ("dev", "test"):
+        raise ValueError(f"--split {args.split}: the built-in prompt sets have the halves dev and test.")
     if args.fixture is not None:
         if args.model != REAL_MODEL or args.draft_model is not None or args.prompts is not None:
             raise ValueError("--fixture measures the toy fixture pair with its own prompts: drop --model, "
@@ -89,63 +162,130 @@ class BenchmarkCommand(BaseOptimumCLICommand):
     COMMAND = CommandInfo(
         name="benchmark",
         help="Time a causal LM (OpenVINO folder, checkpoint or .gguf) against plain optimum-intel at its defaults, "
-        "side by side with openvino-genai and speculative generation.",
+        "side by side with openvino-genai and speculative generation; or, with --task text-classification, an "
+        "early-exit classifier against plain OVModelForSequenceClassification on your labelled data.",
     )
 
     @staticmethod
     def parse_args(parser):
+        # Every plain option of this parser remembers it was given (see `_StoreGiven`): `--task text-classification
+        # --seed 0` is refused like `--seed 1`, and the help can still show the real defaults.
+        parser.register("action", None, _StoreGiven)
+        parser.register("action", "store", _StoreGiven)
         parser.add_argument(
-            "-m", "--model", default=REAL_MODEL,
-            help="OpenVINO folder, transformers checkpoint folder or .gguf file (the last two are exported once by "
-            "optimum-intel at its defaults and cached); 'real' is SmolLM2-135M-Instruct, built and cached on first "
-            "use. Default: %(default)s.",
+            "--task", choices=TASKS, default=GENERATION,
+            help="text-generation: a causal LM against plain OVModelForCausalLM; text-classification: an early-exit "
+            "folder against plain OVModelForSequenceClassification. Default: %(default)s.",
         )
         parser.add_argument(
+            "-m", "--model", default=REAL_MODEL,
+            help="text-generation: OpenVINO folder, transformers checkpoint folder or .gguf file (the last two are "
+            "exported once by optimum-intel at its defaults and cached); 'real' is SmolLM2-135M-Instruct, built and "
+            "cached on first use. text-classification: the folder written by `optimum-cli export dynexec --task "
+            "text-classification` or by `train-exits` (exported to a temporary folder). Default: %(default)s "
+            "(text-generation); required for text-classification.",
+        )
+        generation = parser.add_argument_group("text-generation options")
+        generation.add_argument(
             "--draft-model", default=None,
             help="Draft model in the same forms, for the draft and genai_draft modes. Default: %(default)s (the "
             "model folder's draft/ sub-folder when it has one).",
         )
-        parser.add_argument(
+        generation.add_argument(
             "--prompts", type=Path, default=None,
             help="Your own prompts instead of the built-in sets: one per line (kind 'custom'), or JSON lines "
             '{"prompt": ..., "kind": ...}. Default: %(default)s (the built-in sets).',
         )
-        parser.add_argument(
+        generation.add_argument(
             "--kinds", "--tasks", nargs="+", default=None, metavar="KIND",
             help=f"Prompt kinds to run: built-in {', '.join(BUILTIN_KINDS)}; with --prompts, kinds of that file; "
             f"with --fixture, {', '.join(FIXTURE_KINDS)}. Default: %(default)s (all of them).",
         )
-        parser.add_argument(
+        generation.add_argument(
             "--prompts-per-kind", "--prompts-per-task", type=positive_int, default=None, metavar="N",
             help=f"Prompts per kind. Default: %(default)s ({DEFAULT_PROMPTS_PER_KIND} built-in, every prompt of a "
             "--prompts file).",
         )
-        parser.add_argument("--split", default="test", choices=["dev", "test"],
-                            help="Half of the built-in prompt sets: dev for tuning, test for reports. "
-                            "Default: %(default)s.")
-        parser.add_argument("--seed", type=int, default=0, help="Draws the built-in prompts. Default: %(default)s.")
-        parser.add_argument("--max-new-tokens", type=positive_int, default=128, metavar="N",
-                            help="Exactly this many new tokens per generation, every mode. Default: %(default)s.")
-        parser.add_argument("--repeats", type=positive_int, default=3, metavar="N",
-                            help="Timed repeats; tokens/s at the median. Default: %(default)s.")
-        parser.add_argument("--modes", nargs="+", default=None, choices=MODES, metavar="MODE",
-                            help=f"Modes to run among {', '.join(MODES)} (plain always runs: it is the baseline). "
-                            "Default: %(default)s (every mode that applies).")
-        parser.add_argument("--prompt-lookup-tokens", type=positive_int, default=5, metavar="N",
-                            help="Our prompt_lookup_num_tokens. Default: %(default)s.")
-        parser.add_argument(
-            "--ov-config", type=ov_config_json, default=None, metavar="JSON",
-            help='OpenVINO properties for every side alike, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'. '
-            "Default: %(default)s (every side at its defaults: the baseline rule).",
+        generation.add_argument("--seed", type=int, default=0, help="Draws the built-in prompts. Default: %(default)s.")
+        generation.add_argument(
+            "--max-new-tokens", type=positive_int, default=128, metavar="N",
+            help="At most this many new tokens per generation; every mode also stops at EOS, as a user's call does. "
+            "Default: %(default)s.",
         )
-        parser.add_argument(
+        generation.add_argument("--modes", nargs="+", default=None, choices=MODES, metavar="MODE",
+                                help=f"Modes to run among {', '.join(MODES)} (plain always runs: it is the baseline). "
+                                "Default: %(default)s (every mode that applies).")
+        generation.add_argument("--prompt-lookup-tokens", type=positive_int, default=5, metavar="N",
+                                help="Our prompt_lookup_num_tokens. Default: %(default)s.")
+        generation.add_argument(
             "--fixture", default=None, choices=["quick", "benchmark"],
             help="Measure the project's toy fixture pair (trained here on the standard library) instead of --model. "
             "Default: %(default)s.",
         )
-        parser.add_argument("--output", type=Path, default=None,
-                            help="JSON file. Default: %(default)s (results/benchmark-<model name>.json, "
-                            "results/generation-<fixture>.json with --fixture).")
+        classification = parser.add_argument_group("text-classification options")
+        classification.add_argument(
+            "--dataset", default=None,
+            help="Labelled texts: a .csv/.tsv/.json/.jsonl file (measured whole), or a folder of split files "
+            "(train/validation/test.csv, as `python -m optimum_dynexec.benchmark.classification data` writes), or a "
+            "cached `datasets` set. Required for text-classification.",
+        )
+        classification.add_argument(
+            "--text-column", default="text", help="Column (or JSON key) of the texts. Default: %(default)s.",
+        )
+        classification.add_argument(
+            "--label-column", default="label",
+            help="Column (or JSON key) of the labels: class names of the model, or class indices. Default: "
+            "%(default)s.",
+        )
+        classification.add_argument(
+            "--threshold", type=unit_interval, default=None,
+            help="Entropy threshold to measure at. Default: %(default)s (picked on the dataset's validation split "
+            "for --target-accuracy when it has one, else the one saved in the model).",
+        )
+        classification.add_argument(
+            "--target-accuracy", type=float, default=DEFAULT_TARGET_ACCURACY,
+            help="Pick the fastest threshold keeping this fraction of the full model's accuracy on validation. "
+            "Default: %(default)s.",
+        )
+        classification.add_argument(
+            "--confidence", type=float, default=None,
+            help="Require --target-accuracy with this confidence (e.g. 0.9, a bootstrap lower bound). "
+            "Default: %(default)s (the point estimate).",
+        )
+        classification.add_argument(
+            "--batch-sizes", type=positive_int, nargs="+", default=list(DEFAULT_BATCH_SIZES), metavar="N",
+            help=f"Batch sizes to time. Default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}.",
+        )
+        classification.add_argument(
+            "--timing-examples", type=positive_int, default=DEFAULT_TIMING_EXAMPLES, metavar="N",
+            help="Texts (the first N of the split) timed per repeat. Default: %(default)s.",
+        )
+        classification.add_argument(
+            "--max-length", type=positive_int, default=None, metavar="N",
+            help="Truncate texts to N tokens. Default: %(default)s (the tokenizer's own limit).",
+        )
+        both = parser.add_argument_group("options of both tasks")
+        both.add_argument(
+            "--split", default=None,
+            help="text-generation: half of the built-in prompt sets, dev for tuning, test for reports. "
+            f"text-classification: the split of a --dataset folder to measure on. Default: "
+            f"{TASK_DEFAULTS[GENERATION]['split']} (text-generation); {CLASSIFICATION_SPLIT} (text-classification, "
+            "a folder; a file is measured whole).",
+        )
+        both.add_argument(
+            "--repeats", type=positive_int, default=None, metavar="N",
+            help=f"Timed repeats (medians). Default: {TASK_DEFAULTS[GENERATION]['repeats']} (text-generation), "
+            f"{CLASSIFICATION_REPEATS} (text-classification).",
+        )
+        both.add_argument(
+            "--ov-config", type=ov_config_json, default=None, metavar="JSON",
+            help='OpenVINO properties for every side alike, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'. '
+            "Default: %(default)s (every side at its defaults: the baseline rule).",
+        )
+        both.add_argument("--output", type=Path, default=None,
+                          help="JSON file. Default: %(default)s (results/benchmark-<model name>.json, "
+                          "results/generation-<fixture>.json with --fixture, results/benchmark-<model "
+                          "name>-text-classification.json with its plot in the same name ending in .png).")
 
     def run(self):
         args = self.args
@@ -153,6 +293,9 @@ class BenchmarkCommand(BaseOptimumCLICommand):
             check_arguments(args)
         except ValueError as error:
             self.parser.error(str(error))
+        if args.task == CLASSIFICATION:
+            self.run_classification(args)
+            return
         # openvino-genai only adds comparison rows, so its absence is a note rather than an error.
         if missing_extra("genai") is not None:
             print(f"openvino-genai is not installed, its rows are skipped ({install_hint('genai')}).")
@@ -177,6 +320,23 @@ class BenchmarkCommand(BaseOptimumCLICommand):
                 self.parser.error(str(error))
             print(format_table(results))
         precision = "every side at its defaults" if not args.ov_config else f"ov_config {args.ov_config} on every side"
-        print(f"baseline: plain optimum-intel OVModelForCausalLM ({precision}); greedy, {args.max_new_tokens} new "
-              f"tokens per prompt, median of {args.repeats} repeat(s)")
+        print(f"baseline: plain optimum-intel OVModelForCausalLM ({precision}); greedy, until EOS or "
+              f"{args.max_new_tokens} new tokens per prompt, median of {args.repeats} repeat(s)")
         print(f"results written to {output}")
+
+    def run_classification(self, args) -> None:
+        """`--task text-classification`: `benchmark_classifier` with the command's options; prints the table."""
+        from optimum_dynexec.benchmark.classification import benchmark_classifier, format_report
+
+        try:
+            report, json_path, png_path = benchmark_classifier(
+                args.model, args.dataset, split=args.split, text_column=args.text_column,
+                label_column=args.label_column, output=args.output, ov_config=args.ov_config,
+                threshold=args.threshold, target_accuracy=args.target_accuracy, confidence=args.confidence,
+                batch_sizes=tuple(args.batch_sizes), repeats=args.repeats, timing_examples=args.timing_examples,
+                max_length=args.max_length,
+            )
+        except ValueError as error:  # data or labels this benchmark cannot use: one line, no traceback
+            self.parser.error(str(error))
+        print(format_report(report))
+        print(f"results written to {json_path} and {png_path}")

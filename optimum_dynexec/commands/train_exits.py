@@ -10,37 +10,57 @@ class TrainExitsCommand(BaseOptimumCLICommand):
 
     @staticmethod
     def parse_args(parser):
+        # Every option's help ends with its default ("Default: ..."), so `--help` alone tells what a run will do.
         parser.add_argument("--model", required=True, help="Fine-tuned classifier or base encoder (folder or hub id).")
         parser.add_argument(
             "--dataset",
             required=True,
             help="A .csv/.tsv/.json/.jsonl file, a folder with train.csv and validation.csv, or a `datasets` name.",
         )
-        parser.add_argument("--output", required=True, help="Folder to write the checkpoint with its exits to.")
-        parser.add_argument("--text-column", default="text")
-        parser.add_argument("--label-column", default="label")
-        parser.add_argument("--train-split", default="train")
         parser.add_argument(
-            "--validation-split", default=None, help="Default: validation/dev if present, else 10%% of train held out."
+            "--output", required=True,
+            help="Folder to write the checkpoint with its exits to: a new or empty one, or one written here before.",
         )
-        parser.add_argument("--scheme", choices=["joint", "two-stage"], default="joint")
-        parser.add_argument("--pooling", choices=["mean", "cls"], default="mean")
-        parser.add_argument("--epochs", type=float, default=3.0)
-        parser.add_argument("--batch-size", type=int, default=32)
-        parser.add_argument("--learning-rate", type=float, default=1e-4)
-        parser.add_argument("--head-learning-rate", type=float, default=5e-4)
-        parser.add_argument("--layer-weighting", choices=["linear", "uniform"], default="linear")
-        parser.add_argument("--distillation-weight", type=float, default=0.5, help="0 turns self-distillation off.")
-        parser.add_argument("--distillation-temperature", type=float, default=2.0)
-        parser.add_argument("--finetune-epochs", type=float, default=None, help="two-stage only: epochs of stage 1.")
-        parser.add_argument("--max-length", type=int, default=128)
-        parser.add_argument("--no-temperature-calibration", action="store_true")
+        parser.add_argument("--text-column", default="text", help="Column of the texts. Default: %(default)s.")
+        parser.add_argument("--label-column", default="label", help="Column of the labels. Default: %(default)s.")
+        parser.add_argument("--train-split", default="train", help="Split to train on. Default: %(default)s.")
         parser.add_argument(
-            "--freeze-word-embeddings", action="store_true", help="Do not train the vocabulary matrix (faster on CPU)."
+            "--validation-split", default=None,
+            help="Split to validate on. Default: %(default)s (validation/dev if present, else 10%% of train held out).",
         )
-        parser.add_argument("--max-train-examples", type=int, default=None)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+        parser.add_argument("--scheme", choices=["joint", "two-stage"], default="joint",
+                            help="joint: encoder and exits together; two-stage: fine-tune the classifier, then train "
+                            "the exits. Default: %(default)s.")
+        parser.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                            help="How an exit head pools its layer's tokens. Default: %(default)s.")
+        parser.add_argument("--epochs", type=float, default=3.0, help="Training epochs. Default: %(default)s.")
+        parser.add_argument("--batch-size", type=int, default=32, help="Default: %(default)s.")
+        parser.add_argument("--learning-rate", type=float, default=1e-4,
+                            help="Learning rate of the model (encoder and classifier). Default: %(default)s.")
+        parser.add_argument("--head-learning-rate", type=float, default=5e-4,
+                            help="Learning rate of the exit heads. Default: %(default)s.")
+        parser.add_argument("--layer-weighting", choices=["linear", "uniform"], default="linear",
+                            help="Weight of each exit's loss: growing with depth, or equal. Default: %(default)s.")
+        parser.add_argument("--distillation-weight", type=float, default=0.5,
+                            help="Weight of self-distillation from the final classifier; 0 turns it off. Default: "
+                            "%(default)s.")
+        parser.add_argument("--distillation-temperature", type=float, default=2.0,
+                            help="Softmax temperature of self-distillation. Default: %(default)s.")
+        parser.add_argument("--finetune-epochs", type=float, default=None,
+                            help="two-stage only: epochs of stage 1. Default: %(default)s (0 when --model is a "
+                            "classifier of the data's labels already, else --epochs).")
+        parser.add_argument("--max-length", type=int, default=128, help="Truncate texts to N tokens. Default: %(default)s.")
+        parser.add_argument("--no-temperature-calibration", action="store_true",
+                            help="Do not fit each exit's softmax temperature on validation (fitted by default).")
+        parser.add_argument(
+            "--freeze-word-embeddings", action="store_true",
+            help="Do not train the vocabulary matrix (faster on CPU; trained by default).",
+        )
+        parser.add_argument("--max-train-examples", type=int, default=None,
+                            help="Train on the first N examples only. Default: %(default)s (all).")
+        parser.add_argument("--seed", type=int, default=0, help="Default: %(default)s.")
+        parser.add_argument("--threads", type=int, default=None,
+                            help="torch threads. Default: %(default)s (torch's choice).")
 
     def run(self):
         import torch

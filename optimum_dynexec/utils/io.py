@@ -5,6 +5,10 @@ A staging folder is named after the process that writes it (`.dynexec-staging-<p
 (SIGKILL, power loss) leaves it behind, and the next save or load in that place removes it once that process is gone.
 A write that fails (a full disk, a folder that is not writable) raises an `OSError` that names the destination and
 leaves the destination as it was.
+
+A destination that already exists is replaced only when nothing of value goes with it: it is empty, or it holds
+nothing the new contents do not put back (a previous write of the same thing), and, when the caller says how to
+recognise what it writes (`ours`), it is recognised. A user's folder passed by mistake is never deleted.
 """
 
 import errno
@@ -13,7 +17,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, List, Optional, Union
 
 STAGING_PREFIX = ".dynexec-staging-"
 
@@ -60,13 +64,26 @@ def _write_error(destination: Path, error: BaseException) -> OSError:
 
 
 @contextmanager
-def atomic_directory(final_path: Union[str, Path]) -> Iterator[Path]:
+def atomic_directory(
+    final_path: Union[str, Path],
+    *,
+    argument: Optional[str] = None,
+    ours: Optional[Callable[[Path], bool]] = None,
+    described_as: str = "what optimum-dynexec writes there",
+    remedy: str = "pass a new or empty folder, or one this command wrote before",
+) -> Iterator[Path]:
     """Yield an empty staging folder; when the block ends without error it replaces `final_path` in one step.
 
     On any exception the staging folder is removed and `final_path` is left as it was, so a crashed or interrupted
     write leaves nothing half-written that a later reader could mistake for a finished one.
+
+    An existing `final_path` is never deleted unless it is safe to: `check_replaceable` refuses (ValueError naming
+    `argument`, the folder and the fix) before the block when `ours(final_path)` is False for a folder that holds
+    files, and after the block when the folder holds files the new contents do not put back; then the new contents
+    are kept beside it (`<name>.new`, named in the error), since they may have taken long to make.
     """
     final_path = Path(final_path)
+    check_replaceable(final_path, argument=argument, ours=ours, described_as=described_as, remedy=remedy)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(final_path.parent)
     staging = _new_staging(final_path.parent)
@@ -74,6 +91,15 @@ def atomic_directory(final_path: Union[str, Path]) -> Iterator[Path]:
         with _write_failures_named(final_path):
             yield staging
         if final_path.exists():
+            lost = files_not_rewritten(final_path, staging)
+            if lost:
+                kept = _free_sibling(final_path, ".new")
+                os.replace(staging, kept)
+                raise ValueError(
+                    f"{argument or 'The destination'} {final_path} holds files this write would not put back "
+                    f"({', '.join(lost)}): replacing it would delete them, so it was left as it was and the new "
+                    f"contents were written to {kept}. Pass a new or empty folder, or move those files away first."
+                )
             old = _new_staging(final_path.parent)
             os.replace(final_path, old / final_path.name)
             os.replace(staging, final_path)
@@ -83,6 +109,60 @@ def atomic_directory(final_path: Union[str, Path]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_replaceable(
+    folder: Union[str, Path],
+    *,
+    argument: Optional[str] = None,
+    ours: Optional[Callable[[Path], bool]] = None,
+    described_as: str = "what optimum-dynexec writes there",
+    remedy: str = "pass a new or empty folder, or one this command wrote before",
+) -> None:
+    """Raise ValueError, naming `argument` and the fix, if writing a new `folder` in one piece could delete a user's
+    files: `folder` is a file, or it holds files and `ours(folder)` (how the caller recognises its own output) says
+    it did not write them (the error says what `folder` should be, `described_as`, and what to do, `remedy`). A
+    missing or empty folder passes. Call it before long work, so a mistake costs nothing."""
+    folder = Path(folder)
+    name = f"{argument} {folder}" if argument else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name} is a file; pass a folder (a new or empty one, or one written by optimum-dynexec).")
+    if ours is not None and _holds_files(folder) and not ours(folder):
+        raise ValueError(
+            f"{name} exists and holds files that are not {described_as}; it is left as it is: {remedy}."
+        )
+
+
+def files_not_rewritten(existing: Path, replacement: Path, limit: int = 5) -> List[str]:
+    """Up to `limit` files under `existing` (relative paths) with no namesake under `replacement`: what replacing
+    the one by the other would delete. Staging left by an interrupted write of ours does not count."""
+    missing = []
+    for folder, subfolders, files in os.walk(existing):
+        subfolders[:] = sorted(name for name in subfolders if not _is_our_leftover(name))
+        relative = Path(folder).relative_to(existing)
+        for name in sorted(files):
+            if not _is_our_leftover(name) and not (replacement / relative / name).exists():
+                missing.append(str(relative / name))
+                if len(missing) == limit:
+                    return missing
+    return missing
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(not _is_our_leftover(entry.name) for entry in folder.iterdir())
+
+
+def _is_our_leftover(name: str) -> bool:
+    # Staging folders and `.<name>.partial` files: what an interrupted write of this package leaves.
+    return name.startswith(STAGING_PREFIX) or (name.startswith(".") and name.endswith(".partial"))
+
+
+def _free_sibling(path: Path, suffix: str) -> Path:
+    candidate, number = path.with_name(path.name + suffix), 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}{suffix}-{number}")
+    return candidate
 
 
 @contextmanager
