@@ -114,3 +114,20 @@ def test_generations_that_share_a_prompt_prefix_match_plain_decoding(tiny_models
     second = model.generate(follow_up, attention_mask=torch.ones_like(follow_up), max_new_tokens=12, do_sample=False,
                             prompt_lookup_num_tokens=3)
     assert second[0, follow_up.shape[1]:].tolist() == expected_tokens(path, follow_up, 12)
+
+
+def test_short_calls_padded_to_the_verification_size_score_only_their_own_tokens(paged_llama):
+    """After a 6-token verification, single-token calls run 6 rows (one input shape); what they return and keep is
+    exactly what the unpadded sequence gives."""
+    prefix, draft, steps = _tokens(11, 8), _tokens(12, 6), _tokens(13, 3)
+    session = PagedDecoderSession(paged_llama)
+    session.append(prefix, last_logits_only=True)
+    session.append(draft)
+    session.rollback(len(prefix) + 1)
+    for index, token in enumerate(steps):
+        logits = session.append(steps[index : index + 1])
+        assert logits.shape[0] == 1 and session.length == len(prefix) + 2 + index
+        reference = PagedDecoderSession(paged_llama).append(
+            np.concatenate([prefix, draft[:1], steps[: index + 1]]), last_logits_only=True)
+        np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+    assert session.start(np.concatenate([prefix, draft[:1], steps, [7]])) == len(prefix) + 1 + len(steps)

@@ -75,12 +75,14 @@ class PagedDecoderSession:
         self._subsequence_begins = np.zeros(2, dtype=np.int32)
         self._block_indices_begins = np.zeros(2, dtype=np.int32)
         self._max_context_len = np.zeros((), dtype=np.int32)
+        self._padded_rows = 1  # the size scored calls are padded to (see `append`)
         self.length = 0
         self._grow(max(1, -(-capacity // self._block_size)))
 
     def reset(self) -> None:
         """Forget the whole sequence (a new generation starts)."""
         self.length = 0
+        self._padded_rows = 1
 
     def start(self, prompt: np.ndarray) -> int:
         """Begin a sequence that opens with `prompt`: keep the longest prefix of it the cache already holds, but
@@ -91,6 +93,7 @@ class PagedDecoderSession:
         positions; only the grouping of tokens into calls differs from a fresh prefill, as it does between plain
         decoding and any verification call.
         """
+        self._padded_rows = 1
         held = self._tokens[: min(self.length, len(prompt) - 1)]
         differs = np.flatnonzero(held != prompt[: len(held)])
         self.length = int(differs[0]) if len(differs) else len(held)
@@ -109,14 +112,25 @@ class PagedDecoderSession:
 
     def append(self, tokens: np.ndarray, last_logits_only: bool = False) -> np.ndarray:
         """Run `tokens` (1D int64) after the cached sequence; return their logits, `[len(tokens), vocab]` (`[1, vocab]`
-        for the last token alone with `last_logits_only`). A view of the request's output, valid until the next call."""
+        for the last token alone with `last_logits_only`). A view of the request's output, valid until the next call.
+
+        Calls that score every row (verifications, single steps) run at least as many rows as the largest such call
+        of the sequence so far: the CPU plugin re-plans a request whenever its input shape changes, which costs
+        more than the extra rows. The padding rows repeat the last token after the real ones, so no real row sees
+        them, and their cache slots lie past `length`, where the next call overwrites them.
+        """
         count = len(tokens)
-        start, total = self.length, self.length + count
+        rows = count if last_logits_only else max(count, self._padded_rows)
+        if not last_logits_only:
+            self._padded_rows = rows
+        if rows > count:
+            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], rows - count)])
+        start, total = self.length, self.length + rows
         blocks = -(-total // self._block_size)
         if blocks > self._blocks:
             self._grow(max(blocks, 2 * self._blocks))
         self._past_lens[0] = start
-        self._subsequence_begins[1] = count
+        self._subsequence_begins[1] = rows
         self._block_indices_begins[1] = blocks
         self._max_context_len[()] = total
         feeds = {
@@ -127,16 +141,16 @@ class PagedDecoderSession:
             "block_indices_begins": self._block_indices_begins,
             "block_indices": self._block_indices[:blocks],
             "max_context_len": self._max_context_len,
-            LOGITS_ROWS_INPUT: np.array([count - 1]) if last_logits_only else np.arange(count),
+            LOGITS_ROWS_INPUT: np.array([count - 1]) if last_logits_only else np.arange(rows),
         }
         request, ports = self.request, self._ports
         for name, value in feeds.items():
             request.set_tensor(ports[name], ov.Tensor(value, shared_memory=True))
         request.infer()
         self._tokens[start:total] = tokens
-        self.length = total
+        self.length = start + count
         logits = request.get_output_tensor(0).data
-        return logits.reshape(logits.shape[0], logits.shape[-1])
+        return logits.reshape(logits.shape[0], logits.shape[-1])[: 1 if last_logits_only else count]
 
     def _grow(self, blocks: int) -> None:
         """Give the cache `blocks` blocks, keeping what it holds (a new generation's first call mostly allocates)."""
