@@ -116,11 +116,12 @@ def test_generations_that_share_a_prompt_prefix_match_plain_decoding(tiny_models
     assert second[0, follow_up.shape[1]:].tolist() == expected_tokens(path, follow_up, 12)
 
 
-def test_short_calls_padded_to_the_verification_size_score_only_their_own_tokens(paged_llama):
+@pytest.mark.parametrize("pad", [True, False])
+def test_short_calls_padded_to_the_verification_size_score_only_their_own_tokens(paged_llama, pad):
     """After a 6-token verification, single-token calls run 6 rows (one input shape); what they return and keep is
     exactly what the unpadded sequence gives."""
     prefix, draft, steps = _tokens(11, 8), _tokens(12, 6), _tokens(13, 3)
-    session = PagedDecoderSession(paged_llama)
+    session = PagedDecoderSession(paged_llama, pad=pad)
     session.append(prefix, last_logits_only=True)
     session.append(draft)
     session.rollback(len(prefix) + 1)

@@ -56,11 +56,13 @@ class PagedDecoderSession:
         compiled (`openvino.CompiledModel`): the compiled `paged_graph`. The session creates its own infer request
             and owns the KV cache blocks.
         capacity (`int`): tokens the cache holds before it first grows (it doubles when a sequence outgrows it).
+        pad (`bool`): pad calls that score every row to one size (see `append`); `False` runs each call at its own
+            size, to measure what padding saves.
 
     `length` is the number of tokens of the sequence currently held by the cache.
     """
 
-    def __init__(self, compiled: ov.CompiledModel, capacity: int = 1024):
+    def __init__(self, compiled: ov.CompiledModel, capacity: int = 1024, pad: bool = True):
         self.request = compiled.create_infer_request()
         self._cache_ports = [port for port in compiled.inputs if port.get_any_name().startswith(_CACHE_INPUT_PREFIXES)]
         # The plugin fixes every cache dimension but the number of blocks: [blocks, kv heads, block size, head size]
@@ -75,6 +77,7 @@ class PagedDecoderSession:
         self._subsequence_begins = np.zeros(2, dtype=np.int32)
         self._block_indices_begins = np.zeros(2, dtype=np.int32)
         self._max_context_len = np.zeros((), dtype=np.int32)
+        self._pad = pad
         self._padded_rows = 1  # the size scored calls are padded to (see `append`)
         self.length = 0
         self._grow(max(1, -(-capacity // self._block_size)))
@@ -121,7 +124,7 @@ class PagedDecoderSession:
         """
         count = len(tokens)
         rows = count if last_logits_only else max(count, self._padded_rows)
-        if not last_logits_only:
+        if not last_logits_only and self._pad:
             self._padded_rows = rows
         if rows > count:
             tokens = np.concatenate([tokens, np.repeat(tokens[-1:], rows - count)])
