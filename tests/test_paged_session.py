@@ -132,3 +132,27 @@ def test_short_calls_padded_to_the_verification_size_score_only_their_own_tokens
             np.concatenate([prefix, draft[:1], steps[: index + 1]]), last_logits_only=True)
         np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
     assert session.start(np.concatenate([prefix, draft[:1], steps, [7]])) == len(prefix) + 1 + len(steps)
+
+
+def test_the_plain_graph_is_released_while_speculating_and_compiled_again_for_a_fallback(tiny_models):
+    """One compiled copy of the weights while speculating; a call that falls back to plain decoding (a batch) still
+    decodes as plain and keeps its graph from then on."""
+    import torch
+
+    from conftest import expected_tokens
+
+    path = tiny_models.ir("llama")
+    model = load_speculative(path)
+    assert model.request is not None  # compiled at load, as optimum-intel does
+    prompt = random_prompt(14, 9)
+    model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+                   prompt_lookup_num_tokens=3)
+    assert model.request is None
+    batch = torch.cat([prompt, prompt])
+    output = model.generate(batch, attention_mask=torch.ones_like(batch), max_new_tokens=6, do_sample=False,
+                            prompt_lookup_num_tokens=3)
+    assert output[0, prompt.shape[1]:].tolist() == expected_tokens(path, prompt, 6)
+    assert model.request is not None
+    model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+                   prompt_lookup_num_tokens=3)
+    assert model.request is not None  # released once only: no recompiling back and forth

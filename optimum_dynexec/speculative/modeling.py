@@ -33,7 +33,7 @@ from .eagle_decoding import TreeSettings
 from .eagle import attention_with_shared_mask
 from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
 from .kv_cache import attention_window, cache_rounded_to_16_bits, sequence_axis_is_supported
-from .paged_session import decoder_session_for
+from .paged_session import PagedDecoderSession, decoder_session_for
 from .sampling import SamplingSettings
 
 
@@ -422,7 +422,14 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         )
 
     def _target_session(self):
-        return decoder_session_for(self)
+        session = decoder_session_for(self)
+        if isinstance(session, PagedDecoderSession) and not getattr(self, "_released_plain_graph", False):
+            # Speculation runs on the paged graph, a second compiled copy of the weights: release optimum-intel's
+            # own until a call falls back to plain `generate()`, whose forward() compiles it again (and keeps it).
+            self._released_plain_graph = True
+            if not self._compile_only:
+                self.clear_requests()
+        return session
 
     def _speculator_for(self, config: GenerationConfig, assistant_model, eagle_tree: Optional[TreeSettings] = None):
         """What speculates in this call: the EAGLE head (tree drafts, `eagle_tree` or the head's default shape), or
