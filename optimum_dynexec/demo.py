@@ -48,9 +48,10 @@ def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_n
                       max_new_tokens=max_new_tokens, do_sample=False, **speculation)
 
     print(f"\n-- timing: {repeats} repeats, interleaved, {max_new_tokens} new tokens each --")
-    runs = {(kind, mode): (lambda encoded=encoded, extra=extra: (ours if extra else plain).generate(
-                **encoded, **settings, **extra))
-            for kind, encoded in inputs.items() for mode, extra in (("plain", {}), ("speculative", speculation))}
+    sides = (("plain", plain, {}), ("speculative", ours, speculation))
+    runs = {(kind, mode): (lambda model=model, encoded=encoded, extra=extra: model.generate(**encoded, **settings,
+                                                                                            **extra))
+            for kind, encoded in inputs.items() for mode, model, extra in sides}
     outputs = {key: run() for key, run in runs.items()}  # warm-up, and the outputs compared
     seconds = {key: [] for key in runs}
     # Prompts alternate from call to call: a speculative call keeps what its cache holds of the previous prompt

@@ -14,7 +14,8 @@ does at its defaults, and cached) and runs, in one process:
 Every mode gets the same token ids (chat prompts rendered once with the tokenizer's chat template), decodes greedily
 and stops at EOS or after `max_new_tokens` new tokens, as a user's call does; tokens/s counts each mode's own tokens.
 (Forcing a length is not an option: openvino-genai's prompt lookup does not honour `min_new_tokens` and stops at EOS
-anyway, so forced lengths would time different work on each side.) No precision is passed to any side unless the caller gives `ov_config`, which then goes to every side alike.
+anyway, so forced lengths would time different work on each side.) No precision is passed to any side unless the
+caller gives `ov_config`, which then goes to every side alike.
 Modes are interleaved per prompt and repeat, in a rotating order, so machine noise and cache effects hit them alike;
 one untimed call per mode and kind warms every path first. Per prompt kind and mode: tokens/s (new tokens over the
 median over repeats of the kind's summed wall time), the ratio to `plain`, tokens per verification (ours), and
