@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 from optimum_dynexec.early_exit.calibration import (
+    CERTIFICATION_THRESHOLDS,
     binomial_tail_p_value,
+    certify_exits,
     certify_threshold,
+    consistency_temperatures,
     exit_layers_at,
+    fit_temperature,
     fixed_sequence_rejections,
     held_out_report,
     normalised_entropies,
@@ -156,6 +160,50 @@ def test_certified_threshold_keeps_its_promise_over_many_calibration_draws():
     assert np.median(certified) >= 0.2  # and it certifies real early exits, not just threshold 0
 
 
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 5)) * 3
+    probabilities = np.exp(true_logits) / np.exp(true_logits).sum(-1, keepdims=True)
+    targets = np.array([rng.choice(5, p=row) for row in probabilities])
+    # Logits that are 2.5x too sharp should be divided by ~2.5.
+    assert fit_temperature(true_logits * 2.5, targets) == pytest.approx(2.5, rel=0.1)
+
+
+def test_consistency_temperatures_fit_each_exit_to_the_full_models_answer():
+    rng = np.random.default_rng(1)
+    full = rng.normal(size=(3000, 4)) * 4
+    answers = full.argmax(-1)
+    # Exit 1 sees the full model's logits through noise and is 3x overconfident about them; exit 2 is exact.
+    noisy = (full + rng.normal(size=full.shape) * 2.0) * 3.0
+    temperatures = consistency_temperatures(np.stack([noisy, full * 0.5, full]))
+    assert temperatures[0] == pytest.approx(fit_temperature(noisy, answers))
+    assert temperatures[0] > 1.5 and temperatures[1] < 0.5 * temperatures[0]
+    assert temperatures[2] == 1.0  # the last layer is never gated
+
+
+def test_certify_exits_fits_on_some_rows_and_certifies_on_the_others():
+    rng = np.random.default_rng(2)
+    full = rng.normal(size=(400, 3)) * 3
+    logits = np.stack([full + rng.normal(size=full.shape) * 1.5, full])
+    result = certify_exits(logits, epsilon=0.1, delta=0.1, fit_share=0.25)
+    assert result["fit_rows"] == 100 and result["num_examples"] == 300 and result["sweep"]["num_examples"] == 300
+    assert [test["threshold"] for test in result["tests"]] == list(CERTIFICATION_THRESHOLDS)
+    # Which rows fit is fixed by the seed; changing the certifying rows leaves the temperatures alone.
+    fitting = np.random.default_rng(result["seed"]).permutation(400)[:100]
+    certifying = np.setdiff1d(np.arange(400), fitting)
+    changed = logits.copy()
+    changed[:, certifying] *= 7.0
+    assert certify_exits(changed, epsilon=0.1, delta=0.1, fit_share=0.25)["temperatures"] == result["temperatures"]
+    assert result["temperatures"] == consistency_temperatures(logits[:, fitting])
+    # The certified threshold's risk on the certifying rows is what a threshold certified there must show.
+    chosen = result["chosen"]
+    assert chosen["threshold"] > 0.0 and chosen["p_value"] <= 0.1
+    assert chosen["inconsistent_rows"] == next(point["inconsistent_rows"] for point in result["sweep"]["points"]
+                                               if point["threshold"] == chosen["threshold"])
+    with pytest.raises(ValueError, match="`fit_share` must be strictly between 0 and 1"):
+        certify_exits(logits, fit_share=1.0)
+
+
 def test_p_value_is_the_binomial_tail():
     assert binomial_tail_p_value(0, 10, 0.1) == pytest.approx(0.9**10)
     assert binomial_tail_p_value(1, 3, 0.5) == pytest.approx(0.5)  # (1 + 3) / 8
@@ -278,7 +326,9 @@ def test_calibrate_exits_cli_certifies_on_unlabelled_texts_and_checks_held_out_o
     assert "inference precision f32" in completed.stdout
     certification = curve["certification"]
     assert (certification["criterion"], certification["epsilon"], certification["delta"]) == ("consistency", 0.2, 0.2)
-    assert certification["num_examples"] == 60 and len(certification["tests"]) == 101
+    # Half the rows fit the temperatures, the other half certify: the guarantee counts only the certifying ones.
+    assert certification["fit_rows"] == 30 and certification["num_examples"] == 30
+    assert len(certification["tests"]) == len(CERTIFICATION_THRESHOLDS)
     assert certification["chosen"]["p_value"] <= 0.2 and curve["chosen"]["threshold"] == certification["chosen"]["threshold"]
     held_out = curve["held_out"]
     assert held_out["split"] == "test" and held_out["num_rows"] == 30
@@ -289,6 +339,9 @@ def test_calibrate_exits_cli_certifies_on_unlabelled_texts_and_checks_held_out_o
     saved = json.loads((model_dir / "early_exit_config.json").read_text())
     assert saved["entropy_threshold"] == pytest.approx(certification["chosen"]["threshold"])
     assert saved["calibration"]["inference_precision"] == "f32" and saved["calibration"]["epsilon"] == 0.2
+    # The certified score is the entropy at the fitted temperatures: they are saved with the threshold.
+    assert saved["exit_temperatures"] == pytest.approx(certification["temperatures"])
+    assert saved["calibration"]["temperatures"] == pytest.approx(certification["temperatures"])
     # The accuracy criterion needs the labels this split does not have.
     refused = subprocess.run(command[:11] + ["--criterion", "accuracy"], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "has no 'label' column" in refused.stderr

@@ -13,7 +13,6 @@ from optimum_dynexec.early_exit.layered_encoder import LayeredEncoder
 from optimum_dynexec.early_exit.training import (
     ExitTrainingArguments,
     _forward_all_layers,
-    fit_temperature,
     load_exit_checkpoint,
 )
 
@@ -67,15 +66,6 @@ def test_two_stage_training_leaves_the_classifier_untouched():
     old_heads = load_file(str(joint / "exits" / "exit_heads.safetensors"))
     new_heads = load_file(str(output / "exits" / "exit_heads.safetensors"))
     assert not all(torch.equal(old_heads[name], new_heads[name]) for name in old_heads)
-
-
-def test_fit_temperature_recovers_a_known_temperature():
-    rng = np.random.default_rng(0)
-    true_logits = rng.normal(size=(4000, 5)) * 3
-    probabilities = np.exp(true_logits) / np.exp(true_logits).sum(-1, keepdims=True)
-    targets = np.array([rng.choice(5, p=row) for row in probabilities])
-    # Logits that are 2.5x too sharp should be divided by ~2.5.
-    assert fit_temperature(true_logits * 2.5, targets) == pytest.approx(2.5, rel=0.1)
 
 
 def test_loading_a_checkpoint_restores_heads_and_config():

@@ -53,6 +53,14 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             "Default: %(default)s.",
         )
         parser.add_argument(
+            "--fit-share",
+            type=float,
+            default=0.5,
+            help="Share of the calibration texts that fit the exits' temperatures (to predict the full model's "
+            "answer) before the others certify the threshold; the two parts must be disjoint for the guarantee. "
+            "Default: %(default)s.",
+        )
+        parser.add_argument(
             "--test-split",
             default=None,
             help="Held-out split of --dataset to check the chosen threshold on: realised consistency (and accuracy, "
@@ -93,7 +101,7 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
 
         from ..early_exit import OVEarlyExitModelForSequenceClassification
         from ..early_exit.calibration import (
-            certify_threshold,
+            certify_exits,
             compiled_precision,
             held_out_report,
             pick_threshold,
@@ -105,6 +113,9 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         for flag, value in (("--epsilon", args.epsilon), ("--delta", args.delta)):
             if not 0.0 < value < 1.0:  # before the all-layer pass, which takes a while
                 raise ValueError(f"{flag} is a probability strictly between 0 and 1 such as 0.05, got {value}.")
+        if not 0.0 < args.fit_share < 1.0:
+            raise ValueError(f"--fit-share is a share of the calibration texts strictly between 0 and 1 such as 0.5, "
+                             f"got {args.fit_share}.")
         legacy = args.target_accuracy is not None or args.confidence is not None
         texts, labels = self._texts(args.split, needs_labels=legacy or args.criterion == "accuracy")
         test_texts, test_labels = self._texts(args.test_split, needs_labels=False) if args.test_split else (None, None)
@@ -119,8 +130,9 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             sweep = sweep_thresholds(layer_logits, labels, temperatures, confidence=args.confidence)
             chosen = pick_threshold(sweep, args.target_accuracy or 0.99)
         else:
-            sweep = self._sweep(layer_logits, temperatures, labels)
-            certification = certify_threshold(sweep, args.epsilon, args.delta, args.criterion)
+            certification = certify_exits(layer_logits, labels, args.epsilon, args.delta, args.criterion,
+                                          args.fit_share)
+            sweep, temperatures = certification.pop("sweep"), certification["temperatures"]
             chosen = certification["chosen"]
         precision_record = {
             "inference_precision": precision,
@@ -129,8 +141,12 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             "entropies differently and can move rows near the threshold across it; re-calibrate for it.",
         }
         record = {"calibrated_split": args.split, **precision_record, "certification": certification}
-        print(f"Calibrated on {sweep['num_examples']} texts of {args.split!r} at inference precision {precision} "
-              f"on {device}; the threshold applies at that precision.")
+        print(f"Calibrated on {len(texts)} texts of {args.split!r} at inference precision {precision} on {device}; "
+              "the threshold applies at that precision.")
+        if certification is not None:
+            print(f"exit temperatures fitted on {certification['fit_rows']} of them to predict the full model's answer: "
+                  + " ".join(f"{value:.3f}" for value in temperatures[:-1])
+                  + f"; the threshold certified on the other {sweep['num_examples']}")
         self._print_sweep(sweep)
         self._print_choice(chosen, certification)
 
@@ -153,10 +169,14 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             )
             config = EarlyExitConfig.load(args.model)
             config.entropy_threshold = chosen["threshold"]
+            config.exit_temperatures = list(temperatures)  # the certified score is the entropy at these
             config.calibration = {"threshold": chosen["threshold"], "split": args.split,
-                                  "num_examples": sweep["num_examples"], **precision_record, **how}
+                                  "num_examples": len(texts), **precision_record, **how}
+            if certification is not None:
+                config.calibration.update(temperatures=list(temperatures), fit_rows=certification["fit_rows"],
+                                          certifying_rows=sweep["num_examples"], seed=certification["seed"])
             config.save(args.model)
-            print(f"Saved entropy_threshold={chosen['threshold']} (and how it was calibrated) to "
+            print(f"Saved entropy_threshold={chosen['threshold']}, the exit temperatures and how they were calibrated to "
                   f"{args.model}/early_exit_config.json")
         print("Wrote " + ", ".join(str(path) for path in paths))
 
@@ -188,11 +208,11 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         return layer_logits, label_ids
 
     @staticmethod
-    def _sweep(layer_logits, temperatures, labels, thresholds=None):
-        from ..early_exit.calibration import DEFAULT_THRESHOLDS, normalised_entropies, sweep_exits
+    def _sweep(layer_logits, temperatures, labels, thresholds):
+        from ..early_exit.calibration import normalised_entropies, sweep_exits
 
         entropies = normalised_entropies(layer_logits, temperatures)
-        return sweep_exits(layer_logits.argmax(axis=-1), entropies, labels, thresholds or DEFAULT_THRESHOLDS)
+        return sweep_exits(layer_logits.argmax(axis=-1), entropies, labels, thresholds)
 
     @staticmethod
     def _print_sweep(sweep):

@@ -39,9 +39,10 @@ class TrainExitsCommand(BaseOptimumCLICommand):
                             help="Learning rate of the model (encoder and classifier). Default: %(default)s.")
         parser.add_argument("--head-learning-rate", type=float, default=5e-4,
                             help="Learning rate of the exit heads. Default: %(default)s.")
-        parser.add_argument("--layer-weighting", choices=["linear", "uniform"], default="linear",
-                            help="Weight of each exit's loss: growing with depth, or equal. Default: %(default)s.")
-        parser.add_argument("--distillation-weight", type=float, default=0.5,
+        parser.add_argument("--layer-weighting", choices=["linear", "uniform"], default="uniform",
+                            help="Weight of each exit's loss: growing with depth, or equal (equal gives the first "
+                            "exits more of the training signal). Default: %(default)s.")
+        parser.add_argument("--distillation-weight", type=float, default=0.9,
                             help="Weight of self-distillation from the final classifier; 0 turns it off. Default: "
                             "%(default)s.")
         parser.add_argument("--distillation-temperature", type=float, default=2.0,

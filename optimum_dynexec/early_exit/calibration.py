@@ -17,6 +17,9 @@ needs no labels, so every unlabelled text can calibrate:
     sweep = sweep_exits(predictions, entropies)                 # [layers, rows] each, labels optional
     certified = certify_threshold(sweep, epsilon=0.01, delta=0.05)
     certified["chosen"]["threshold"], certified["chosen"]["layer_speedup"]
+
+`certify_exits` is what `calibrate-exits` runs: it first fits each exit's temperature, on part of the rows, to
+predict the full model's answer (`consistency_temperatures`), and certifies on the other part.
 """
 
 import json
@@ -29,6 +32,11 @@ import numpy as np
 # Fixed before any data is seen: Learn-then-Test's guarantee holds for a candidate list chosen independently of the
 # calibration rows.
 DEFAULT_THRESHOLDS = tuple(np.round(np.linspace(0.0, 1.0, 101), 3))
+# Certification walks a finer list: fixed-sequence testing pays nothing for more candidates, and temperatures fitted
+# for consistency put the useful thresholds close to 0, where steps of 0.01 are coarse.
+CERTIFICATION_THRESHOLDS = tuple(np.round(np.linspace(0.0, 1.0, 1001), 4))
+# Share of the calibration rows that fit the temperatures in `certify_exits`; the rest certify the threshold.
+DEFAULT_FIT_SHARE = 0.5
 CRITERIA = ("consistency", "accuracy")
 # The count of each point that a criterion's risk is made of (see `certify_threshold`).
 _RISK_COUNTS = {"consistency": "inconsistent_rows", "accuracy": "lost_rows"}
@@ -262,6 +270,81 @@ def certify_threshold(
         "tests": tests,
         "chosen": chosen,
     }
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T minimising the mean NLL of `targets` under softmax(logits / T) (Guo et al., 2017), searched
+    over [0.05, 20]. `logits` [rows, labels], `targets` [rows] class indices."""
+    from scipy.optimize import minimize_scalar  # here, not at the top: the model imports this module
+
+    logits = np.asarray(logits, dtype=np.float64)
+    targets = np.asarray(targets)
+    rows = np.arange(len(targets))
+
+    def negative_log_likelihood(log_temperature):
+        scaled = logits / np.exp(log_temperature)
+        scaled = scaled - scaled.max(axis=-1, keepdims=True)
+        log_normaliser = np.log(np.exp(scaled).sum(axis=-1))
+        return float((log_normaliser - scaled[rows, targets]).mean())
+
+    best = minimize_scalar(negative_log_likelihood, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                           options={"xatol": 1e-4})
+    return float(np.exp(best.x))
+
+
+def consistency_temperatures(layer_logits: np.ndarray) -> List[float]:
+    """Per-exit temperatures fitted to predict the full model's answer: exit k's T_k minimises the NLL of the last
+    layer's predictions under softmax(logits_k / T_k). No labels needed.
+
+    Why not labels: the gate should be confident exactly when the exit agrees with the full model, which is what
+    consistency certifies; a temperature fitted to labels scales each exit for accuracy instead, and a single
+    threshold then lets too few rows leave the early exits. The last layer is never gated; its temperature is 1.
+    """
+    layer_logits = np.asarray(layer_logits)
+    full_predictions = layer_logits[-1].argmax(axis=-1)
+    return [fit_temperature(logits, full_predictions) for logits in layer_logits[:-1]] + [1.0]
+
+
+def certify_exits(
+    layer_logits: np.ndarray,
+    labels: Optional[Sequence[int]] = None,
+    epsilon: float = 0.01,
+    delta: float = 0.05,
+    criterion: str = "consistency",
+    fit_share: float = DEFAULT_FIT_SHARE,
+    seed: int = 0,
+) -> dict:
+    """Fit the exits' temperatures on part of the calibration rows, then certify a threshold on the others.
+
+    The rows are shuffled (`seed`) and split: the first `fit_share` fit `consistency_temperatures`, the remaining
+    rows certify the threshold with `certify_threshold` over `CERTIFICATION_THRESHOLDS`. The guarantee needs the
+    score (the temperature-scaled entropy) and the candidate thresholds to be fixed before the certifying rows are
+    seen, hence two disjoint parts. `layer_logits` [layers, rows, labels] from `collect_layer_logits`; `labels`
+    one class index per row (needed for `criterion="accuracy"` only).
+
+    Returns `certify_threshold`'s result plus `temperatures`, `fit_rows`, `seed` and `sweep` (the certifying rows'
+    sweep at the new temperatures).
+    """
+    if not 0.0 < fit_share < 1.0:
+        raise ValueError(f"`fit_share` must be strictly between 0 and 1 (e.g. 0.5), got {fit_share!r}.")
+    layer_logits = np.asarray(layer_logits)
+    num_rows = layer_logits.shape[1]
+    order = np.random.default_rng(seed).permutation(num_rows)
+    fit_rows = int(round(num_rows * fit_share))
+    if fit_rows < 1 or fit_rows >= num_rows:
+        raise ValueError(f"{num_rows} calibration rows cannot be split into a fitting and a certifying part: "
+                         "give more calibration texts.")
+    fitting, certifying = order[:fit_rows], np.sort(order[fit_rows:])
+    temperatures = consistency_temperatures(layer_logits[:, fitting])
+    certifying_logits = layer_logits[:, certifying]
+    sweep = sweep_exits(
+        certifying_logits.argmax(axis=-1),
+        normalised_entropies(certifying_logits, temperatures),
+        None if labels is None else np.asarray(labels)[certifying],
+        CERTIFICATION_THRESHOLDS,
+    )
+    certification = certify_threshold(sweep, epsilon, delta, criterion)
+    return {**certification, "temperatures": temperatures, "fit_rows": fit_rows, "seed": seed, "sweep": sweep}
 
 
 def binomial_tail_p_value(risky_rows, num_rows: int, epsilon: float):

@@ -1,14 +1,16 @@
 """Training exit heads: one head after every encoder layer of a sequence classifier.
 
 Two schemes:
-- `"joint"` (default): backbone, classifier and exit heads are trained together on a layer-weighted sum of
-  losses (PABEE weights layer i by i), each exit also distilled from the final classifier (FastBERT's
-  self-distillation). Before this was built, freezing a fine-tuned MiniLM and training exit heads on it gave
+- `"joint"` (default): backbone, classifier and exit heads are trained together on a sum of losses (equal
+  weights by default; PABEE's growing with depth as `layer_weighting="linear"`), each exit mostly distilled from
+  the final classifier (FastBERT's self-distillation): the exits learn to give the full model's answer, which is
+  what consistency certifies. Before this was built, freezing a fine-tuned MiniLM and training exit heads on it gave
   layer 1-3 exits of 18% accuracy; training jointly gave 69-82%, and that is what makes early exit pay.
 - `"two-stage"` (DeeBERT): optionally fine-tune the classifier first, then freeze it and train the heads only.
 
-Afterwards one softmax temperature per layer is fitted on validation data (temperature scaling), so that a
-single entropy threshold means the same confidence at every layer.
+Afterwards one softmax temperature per exit is fitted on validation data to predict the full model's answer
+(`calibration.consistency_temperatures`), so that a single entropy threshold means the same confidence of agreeing
+with the full model at every layer; `calibrate-exits` fits them again on its own rows before it certifies.
 """
 
 import math
@@ -24,6 +26,7 @@ from torch.nn import functional
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_directory
+from .calibration import consistency_temperatures
 from .config import EXIT_HEADS_WEIGHTS_NAME, EXITS_DIR_NAME, POOLING_CHOICES, EarlyExitConfig
 from .exit_head import build_exit_heads
 from .layered_encoder import LayeredEncoder
@@ -44,8 +47,8 @@ class ExitTrainingArguments:
     head_learning_rate: float = 5e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    layer_weighting: str = "linear"
-    distillation_weight: float = 0.5
+    layer_weighting: str = "uniform"
+    distillation_weight: float = 0.9
     distillation_temperature: float = 2.0
     finetune_epochs: Optional[float] = None
     max_length: int = 128
@@ -131,7 +134,7 @@ def train_exits(
     validation_targets = np.asarray(validation_set["labels"])
     temperatures = [1.0] * encoder.num_layers
     if arguments.calibrate_temperatures:
-        temperatures = [fit_temperature(logits, validation_targets) for logits in validation_logits]
+        temperatures = consistency_temperatures(np.stack(validation_logits))
     accuracies = [float((logits.argmax(-1) == validation_targets).mean()) for logits in validation_logits]
     tqdm.write("validation accuracy per layer: " + " ".join(f"{accuracy:.3f}" for accuracy in accuracies))
 
@@ -198,23 +201,6 @@ def _resume_heads(model_name_or_path, heads, keeps_labels, pooling, num_layers) 
     heads.load_state_dict(load_file(str(weights)))
     tqdm.write(f"continuing from the exit heads in {weights}")
     return True
-
-
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature T minimising the NLL of softmax(logits / T) (Guo et al., 2017), clamped to [0.05, 20]."""
-    logits_tensor = torch.as_tensor(logits, dtype=torch.float64)
-    targets_tensor = torch.as_tensor(targets, dtype=torch.long)
-    log_temperature = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_temperature], lr=0.1, max_iter=100)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = functional.cross_entropy(logits_tensor / log_temperature.exp(), targets_tensor)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(min(max(log_temperature.exp().item(), 0.05), 20.0))
 
 
 def _train(encoder, heads, train_set, validation_set, tokenizer, arguments, epochs, stage) -> List[dict]:
