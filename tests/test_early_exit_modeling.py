@@ -100,6 +100,48 @@ def test_a_single_row_is_one_openvino_call_unless_it_sits_at_the_threshold(model
     assert len(segment_runs) == 1, "a row whose entropy equals the threshold must be decided on the segments"
 
 
+def test_threshold_zero_is_one_call_even_when_every_exit_is_sharp(folder, model, tokenizer, monkeypatch):
+    """Entropies within the graph's margin of 0 must not send a row to the segments at threshold 0, where no row can
+    leave: with sharp exits (small temperatures) that would be most rows, each run twice."""
+    row = dict(tokenizer([TEXTS[0]], return_tensors="np"))
+    layer_logits = model.exit_logits_per_layer(**row)
+    # The largest temperature that puts exit 1's entropy inside the margin (an extreme one would underflow to NaN).
+    temperature = next(value for value in np.geomspace(1.0, 1e-3, 200)
+                       if normalised_entropies(layer_logits[:1], [value])[0, 0] < 5e-5)
+    sharp = OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32, compile=False)
+    sharp.early_exit_config.exit_temperatures = [float(temperature)] * sharp.num_layers  # before it compiles
+    assert 0.0 < normalised_entropies(layer_logits[:1], [temperature])[0, 0] < 1e-4
+    segment_runs = []
+    run_segments = sharp._run_segments
+    monkeypatch.setattr(sharp, "_run_segments", lambda *args: segment_runs.append(args) or run_segments(*args))
+    output = sharp(**row, entropy_threshold=0.0, output_exit_layers=True)
+    assert output.exit_layers[0] == sharp.num_layers and segment_runs == []
+
+
+def test_short_rows_run_on_fixed_length_graphs_that_answer_like_the_dynamic_one(folder, model, tokenizer):
+    """Rows padded to a multiple of 8 tokens and run on a graph compiled for that length give the dynamic graph's
+    exits and logits; only lengths up to 8 x `max_fixed_length_graphs` get such a graph, and a row gives the very same
+    result on every call."""
+    fixed = OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32, compile=False)
+    fixed.max_fixed_length_graphs = 1
+    dynamic = OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32, compile=False)
+    dynamic.max_fixed_length_graphs = 0
+    rows = [dict(tokenizer([text], return_tensors="np")) for text in TEXTS]
+    lengths = [row["input_ids"].shape[1] for row in rows]
+    assert min(lengths) <= 8 < max(lengths)  # some rows take the one fixed graph, others the dynamic one
+    encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    for threshold in [0.0, 1.0] + _mixed_thresholds(model, encoded):
+        for row in rows:
+            expected = dynamic(**row, entropy_threshold=threshold, output_exit_layers=True)
+            first, again = (fixed(**row, entropy_threshold=threshold, output_exit_layers=True) for _ in range(2))
+            assert first.exit_layers[0] == expected.exit_layers[0]
+            np.testing.assert_allclose(first.logits, expected.logits, atol=1e-5)
+            np.testing.assert_array_equal(again.logits, first.logits)
+    assert list(fixed._row_graphs.fixed) == [8] and dynamic._row_graphs.fixed == {}
+    (request, buffers), = fixed._row_graphs.fixed.values()
+    assert buffers["input_ids"].shape == (1, 8)
+
+
 def test_threshold_one_leaves_every_row_at_the_first_layer(model, tokenizer):
     encoded = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
     first_layer_logits = model.exit_logits_per_layer(**encoded)[0]

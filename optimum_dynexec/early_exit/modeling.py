@@ -36,7 +36,7 @@ from .export import (
     save_segments,
     segment_names,
 )
-from .single_row_graph import THRESHOLD_INPUT, build_single_row_graph
+from .single_row_graph import THRESHOLD_INPUT, RowGraphs, build_single_row_graph
 
 
 @dataclass
@@ -56,6 +56,9 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
 
     Keyword-only arguments added to optimum-intel's: `entropy_threshold` (default: the saved one), a real number in
     [0, 1]: a row exits at the first layer whose prediction entropy divided by log(num_labels) is below it.
+    Single rows run as one graph; rows of up to 8 x `max_fixed_length_graphs` tokens run on a graph compiled for
+    their length padded to a multiple of 8 (set it before the first call; each such graph costs a copy of the weights
+    in memory).
     `quantization_config=` / `load_in_8bit=` apply to the full model and to every segment.
 
     Threads: one model object may be called from several threads at once. Its calls are serialised by a lock held
@@ -65,6 +68,10 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
     `ov_config={"INFERENCE_NUM_THREADS": ...}`), or pass the texts as one batch. `copy.deepcopy(model)` gives an
     independent object (with its own lock and requests).
     """
+
+    # How many single-row graphs compiled for one fixed (padded) length, 8, 16, ... tokens, to keep beside the dynamic
+    # one (`single_row_graph.RowGraphs`): each holds a copy of the weights; 0 keeps only the dynamic graph.
+    max_fixed_length_graphs = 4
 
     def __init__(
         self,
@@ -86,7 +93,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         self.early_exit_config = early_exit_config
         self.exit_segments = exit_segments
         self._segment_requests = None
-        self._single_row_request = None
+        self._row_graphs = None
         # Re-entrant: `forward` holds it and calls `compile`, which takes it too (so a lazy compile from two threads
         # happens once).
         self._call_lock = threading.RLock()
@@ -101,7 +108,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         # its own requests on first use.
         state = self.__dict__.copy()
         state.pop("_call_lock", None)
-        state.update(_segment_requests=None, _single_row_request=None, request=None)
+        state.update(_segment_requests=None, _row_graphs=None, request=None)
         return state
 
     def __setstate__(self, state):
@@ -277,19 +284,20 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
             segment_requests = [
                 core.compile_model(segment, self._device, ov_config).create_infer_request() for segment in segments
             ]
-            single_row_request = core.compile_model(single_row_graph, self._device, ov_config).create_infer_request()
+            row_graphs = RowGraphs(single_row_graph, lambda graph: core.compile_model(graph, self._device, ov_config),
+                                   max_graphs=self.max_fixed_length_graphs, max_length=self._max_sequence_length())
         except RuntimeError as error:
             raise ValueError(
                 f"OpenVINO cannot compile the early-exit model for device={self._device!r} with ov_config={ov_config} "
                 f"({openvino_error_reason(error)}). Pass a device listed by `openvino.Core().available_devices` "
                 "(`device=` or `model.to(...)`) and `ov_config` properties that device supports."
             ) from None
-        self._segment_requests, self._single_row_request = segment_requests, single_row_request
+        self._segment_requests, self._row_graphs = segment_requests, row_graphs
 
     def clear_requests(self):
         with self._call_lock:
             self._segment_requests = None
-            self._single_row_request = None
+            self._row_graphs = None
             self.request = None
 
     # ----- inference ------------------------------------------------------------------------------------------
@@ -433,8 +441,23 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         """One row through the single-row graph: one OpenVINO call. Rows it flags (entropy within its decision
         margin of the threshold at their exit) go through the segments, which decide as the calibration does."""
         inputs = self._first_segment_inputs(input_ids, attention_mask, token_type_ids)
-        inputs[THRESHOLD_INPUT] = np.array(threshold, dtype=np.float32)
-        logits, exit_layer = _infer_shared(self._single_row_request, inputs)
+        # Entropies are >= 0, so at threshold 0 no row leaves. Passed as is, the graph would flag every row whose
+        # entropy lies within its margin of 0 (sharp exits give many) and send it to the segments for nothing.
+        graph_threshold = threshold if threshold > 0.0 else -1.0
+        fixed = self._row_graphs.fixed_length(input_ids.shape[1])
+        if fixed is None:
+            inputs[THRESHOLD_INPUT] = np.array(graph_threshold, dtype=np.float32)
+            logits, exit_layer = _infer_shared(self._row_graphs.dynamic, inputs)
+        else:
+            request, buffers = fixed
+            length = input_ids.shape[1]
+            for name, values in inputs.items():
+                # Masked tokens on the right change no real token's result (attention skips them, pooling weighs 0).
+                buffers[name][:, :length] = values
+                buffers[name][:, length:] = (self.config.pad_token_id or 0) if name == "input_ids" else 0
+            buffers[THRESHOLD_INPUT][...] = graph_threshold
+            request.infer()
+            logits, exit_layer = (request.get_output_tensor(index).data for index in range(2))
         if exit_layer[0] < 0:
             return self._run_segments(input_ids, attention_mask, token_type_ids, threshold)
         return np.array(logits, dtype=np.float32), np.array(exit_layer, dtype=np.int64)

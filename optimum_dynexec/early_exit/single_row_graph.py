@@ -133,3 +133,46 @@ def _int64(values):
 
 def _float32(value):
     return ops.constant(np.array(value, dtype=np.float32)).output(0)
+
+
+class RowGraphs:
+    """The single-row graph compiled twice over: once with a dynamic sequence axis, and once per short length.
+
+    Why: on the CPU plugin a dynamic-shape graph re-plans its nodes whenever the input shape differs from its previous
+    call, and texts change length at nearly every call; a graph compiled for one fixed length plans once. A row of up
+    to `bucket * max_graphs` tokens is right-padded (masked tokens) to the next multiple of `bucket` and runs on the
+    graph compiled for that length, compiled at its first use; longer rows, where the layers' work outweighs the
+    planning, run on the dynamic graph. Which graph a length takes never depends on what ran before, so a row gives
+    the same result on every call. Each fixed-length graph holds its own copy of the weights: `max_graphs` bounds
+    the memory, 0 turns this off. The speed-up it buys is in docs/benchmarks.md (early exit).
+
+    A fixed-length graph's inputs are numpy buffers bound to its request once, so a call only copies the row in.
+    """
+
+    def __init__(self, graph: openvino.Model, compile_graph, bucket: int = 8, max_graphs: int = 4, max_length=None):
+        self.graph = graph
+        self.compile_graph = compile_graph  # openvino.Model -> openvino.CompiledModel
+        self.bucket = bucket
+        self.longest = bucket * max_graphs if max_length is None else min(bucket * max_graphs, max_length)
+        self.dynamic = compile_graph(graph).create_infer_request()
+        self.fixed = {}  # padded length -> (infer request, {input name: the buffer bound to it})
+
+    def fixed_length(self, length: int):
+        """`(infer request, input buffers)` of the graph for rows of `length` tokens padded to their bucket, or None
+        when such rows run on `self.dynamic`."""
+        padded = -(-length // self.bucket) * self.bucket
+        if padded > self.longest:
+            return None
+        slot = self.fixed.get(padded)
+        if slot is not None:
+            return slot
+        graph = self.graph.clone()
+        graph.reshape({port.any_name: openvino.PartialShape([1, padded])
+                       for port in graph.inputs if port.any_name != THRESHOLD_INPUT})
+        request = self.compile_graph(graph).create_infer_request()
+        buffers = {}
+        for port in request.model_inputs:
+            buffers[port.any_name] = np.zeros(tuple(port.get_shape()), dtype=port.get_element_type().to_dtype())
+            request.set_tensor(port.any_name, openvino.Tensor(buffers[port.any_name], shared_memory=True))
+        slot = self.fixed[padded] = (request, buffers)
+        return slot
