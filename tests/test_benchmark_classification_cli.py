@@ -15,6 +15,7 @@ from optimum_dynexec.benchmark.classification import benchmark_classifier, forma
 from optimum_dynexec.commands.benchmark import BenchmarkCommand, check_arguments
 from optimum_dynexec.commands.calibrate_exits import CalibrateExitsCommand
 from optimum_dynexec.commands.train_exits import TrainExitsCommand
+from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # exact agreement between batched and simulated exits
 
@@ -87,7 +88,7 @@ def test_each_task_gets_its_own_defaults(model_dir):
     classification = _parse("--task", "text-classification", "--model", str(model_dir), "--dataset", "d.csv")
     check_arguments(classification)
     assert (classification.repeats, classification.batch_sizes, classification.split, classification.text_column,
-            classification.target_accuracy) == (5, [1, 32], None, "text", 0.99)
+            classification.target_accuracy) == (5, [1, 32], None, "text", None)
     # An option of the other task is refused even at its default value: giving it is the mistake.
     with pytest.raises(ValueError, match="^--seed only applies to --task text-generation"):
         check_arguments(_parse("--task", "text-classification", "--model", str(model_dir), "--dataset", "d",
@@ -142,6 +143,7 @@ def test_folder_of_splits_is_measured_on_test_with_a_threshold_picked_on_validat
     assert png_path == tmp_path / "out" / "bench.png" and png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["bench.json", "bench.png"]
     assert report["split"] == "test" and report["num_examples"] == 40 and report["ov_config"] == F32
+    assert report["plain_inference_precision"] == "f32"  # read back from plain's compiled model
     chosen = report["validation_choice"]
     assert chosen is not None and report["threshold"] == chosen["threshold"] > 0.0
     assert report["threshold_source"] == "picked on the 'validation' split for 90.0% of full accuracy"
@@ -156,6 +158,14 @@ def test_folder_of_splits_is_measured_on_test_with_a_threshold_picked_on_validat
     result = report["result"]
     assert result["plain_accuracy"] == pytest.approx(expected)
     assert sum(result["exit_histogram"]) == 40
+    # Consistency is agreement with the full model's predictions, and the layer speed-up follows the exit layers.
+    early = OVEarlyExitModelForSequenceClassification.from_pretrained(str(model_dir), ov_config=F32)
+    early_predictions = early(**dict(encoded), entropy_threshold=report["threshold"]).logits.argmax(-1)
+    assert result["consistency"] == pytest.approx(np.mean(early_predictions == predictions))
+    assert result["layer_speedup"] == pytest.approx(early.num_layers / result["mean_exit_layer"])
+    for numbers in result["throughput"].values():
+        assert numbers["share_of_layer_speedup"] == pytest.approx(
+            numbers["speedup_median_of_ratios"] / result["layer_speedup"])
     # The plot's curve is of the measured rows; at the threshold used it simulates exactly what was run (f32).
     used = next(point for point in report["curve"]["points"] if point["threshold"] == report["threshold"])
     assert report["curve"]["num_examples"] == 40
@@ -193,9 +203,18 @@ def test_a_json_file_with_other_columns_and_class_indices_is_measured_whole(mode
         benchmark_classifier(model_dir, tmp_path / "other.csv", repeats=1)
 
 
-def test_the_cli_runs_end_to_end(model_dir, tmp_path):
+def test_the_cli_runs_end_to_end_at_the_saved_certified_threshold(model_dir, tmp_path):
+    """Without --threshold or --target-accuracy the benchmark measures the threshold `calibrate-exits
+    --save-threshold` stored, and says which guarantee it carries."""
     data = _splits_folder(tmp_path)
-    result = optimum_cli("dynexec", "benchmark", "--task", "text-classification", "--model", str(model_dir),
+    certified = tmp_path / "certified"
+    shutil.copytree(model_dir, certified)
+    config = json.loads((certified / "early_exit_config.json").read_text())
+    guarantee = "consistency >= 0.9 with probability >= 0.95 (a test's record)"
+    config.update(entropy_threshold=0.35, calibration={"threshold": 0.35, "criterion": "consistency",
+                                                      "guarantee": guarantee})
+    (certified / "early_exit_config.json").write_text(json.dumps(config))
+    result = optimum_cli("dynexec", "benchmark", "--task", "text-classification", "--model", str(certified),
                          "--dataset", str(data), "--repeats", "1", "--timing-examples", "8", "--batch-sizes", "1", "8",
                          "--output", str(tmp_path / "bench.json"), blocked=())
     assert result.returncode == 0, result.stderr[-2000:]
@@ -203,7 +222,10 @@ def test_the_cli_runs_end_to_end(model_dir, tmp_path):
     assert (tmp_path / "bench.png").is_file() and report["task"] == "text-classification"
     assert report["split"] == "test" and report["repeats"] == 1 and list(report["result"]["throughput"]) == ["1", "8"]
     assert f"results written to {tmp_path / 'bench.json'} and {tmp_path / 'bench.png'}" in result.stdout
-    assert "early-exit ex/s" in result.stdout
+    assert "early-exit ex/s" in result.stdout and "of layer speed-up" in result.stdout
+    assert report["threshold"] == 0.35 and report["validation_choice"] is None
+    assert report["threshold_source"] == f"saved in the model: {guarantee}"
+    assert report["calibration"]["guarantee"] == guarantee
 
 
 # ----- --help shows every default ------------------------------------------------------------------------------

@@ -172,6 +172,10 @@ def compare_models(plain, early, encode, texts, targets, threshold, batch_sizes=
     ]
     single_logits = np.concatenate([output.logits for output in single_outputs])
     single_exits = np.concatenate([output.exit_layers for output in single_outputs])
+    # Consistency: the early prediction equals the full model's (what `calibrate-exits` certifies by default).
+    consistency = float((early_logits.argmax(-1) == plain_predictions).mean())
+    single_row_consistency = float((single_logits.argmax(-1) == plain_predictions).mean())
+    layer_speedup = early.num_layers / float(early_exits.mean())
     plain_accuracy = float((plain_predictions == targets).mean())
     early_accuracy = float((early_logits.argmax(-1) == targets).mean())
     # Rows alone run the single-row graph: in bf16 its rounding differs from the segments' (rare threshold flips).
@@ -197,6 +201,8 @@ def compare_models(plain, early, encode, texts, targets, threshold, batch_sizes=
             "plain_examples_per_s": len(timing_texts) / float(np.median(seconds["plain"])),
             "early_exit_examples_per_s": len(timing_texts) / float(np.median(seconds["early_exit"])),
             "speedup_median_of_ratios": float(np.median(ratios)),
+            # How much of the layer speed-up (what the exits save) the runtime turns into time.
+            "share_of_layer_speedup": float(np.median(ratios)) / layer_speedup,
             "seconds": seconds,
         }
     return {
@@ -205,7 +211,10 @@ def compare_models(plain, early, encode, texts, targets, threshold, batch_sizes=
         "early_exit_accuracy": early_accuracy,
         "relative_accuracy": early_accuracy / plain_accuracy if plain_accuracy > 0 else float("nan"),
         "single_row_relative_accuracy": single_row_accuracy / plain_accuracy if plain_accuracy > 0 else float("nan"),
+        "consistency": consistency,
+        "single_row_consistency": single_row_consistency,
         "mean_exit_layer": float(early_exits.mean()),
+        "layer_speedup": layer_speedup,
         "exit_histogram": np.bincount(early_exits, minlength=early.num_layers + 1)[1:].tolist(),
         "batch_vs_single_same_exit_layer": float((early_exits == single_exits).mean()),
         "batch_vs_single_max_abs_logit_diff": float(np.abs(early_logits - single_logits).max()),
@@ -219,15 +228,17 @@ def format_comparison(comparison: dict, heading: str) -> str:
     lines = [
         f"{heading} threshold {comparison['threshold']:.3f} | accuracy plain {comparison['plain_accuracy']:.4f}, "
         f"early exit {comparison['early_exit_accuracy']:.4f} ({comparison['relative_accuracy']:.2%}; rows one by one "
-        f"{comparison['single_row_relative_accuracy']:.2%}) | mean exit layer {comparison['mean_exit_layer']:.2f} "
-        f"{comparison['exit_histogram']} | batch vs single: same exit {comparison['batch_vs_single_same_exit_layer']:.2%}, "
+        f"{comparison['single_row_relative_accuracy']:.2%}) | consistency with the full model "
+        f"{comparison['consistency']:.2%} (rows one by one {comparison['single_row_consistency']:.2%})",
+        f"mean exit layer {comparison['mean_exit_layer']:.2f} {comparison['exit_histogram']}, layer speed-up "
+        f"{comparison['layer_speedup']:.2f}x | batch vs single: same exit {comparison['batch_vs_single_same_exit_layer']:.2%}, "
         f"max |dlogit| {comparison['batch_vs_single_max_abs_logit_diff']:.2e}",
-        f"{'batch':>6} {'plain ex/s':>12} {'early-exit ex/s':>16} {'speed-up':>9}",
+        f"{'batch':>6} {'plain ex/s':>12} {'early-exit ex/s':>16} {'speed-up':>9} {'of layer speed-up':>18}",
     ]
     for batch_size, numbers in comparison["throughput"].items():
         lines.append(
             f"{batch_size:>6} {numbers['plain_examples_per_s']:>12.1f} {numbers['early_exit_examples_per_s']:>16.1f} "
-            f"{numbers['speedup_median_of_ratios']:>8.2f}x"
+            f"{numbers['speedup_median_of_ratios']:>8.2f}x {numbers['share_of_layer_speedup']:>17.0%}"
         )
     return "\n".join(lines)
 
@@ -242,7 +253,7 @@ def benchmark_classifier(
     output=None,
     ov_config: Optional[dict] = None,
     threshold: Optional[float] = None,
-    target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+    target_accuracy: Optional[float] = None,
     confidence: Optional[float] = None,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     repeats: int = DEFAULT_REPEATS,
@@ -254,8 +265,9 @@ def benchmark_classifier(
 
     `model` is an exported early-exit folder, or a `train-exits` checkpoint (exported once to a temporary folder).
     Both models get `ov_config` (None: OpenVINO's defaults, the baseline a plain optimum-intel user gets). The
-    threshold is `threshold`, else the fastest one keeping `target_accuracy` of full accuracy on the data's
-    validation split, else the one saved in the model. `output` is the JSON file (default
+    threshold is `threshold`, else (given `target_accuracy`) the fastest one keeping that fraction of full accuracy on the data's
+    validation split, else the one saved in the model (certified by `calibrate-exits --save-threshold`, whose record
+goes into the report). `output` is the JSON file (default
     `results/benchmark-<model folder name>-text-classification.json`); the plot is the same path ending in `.png`.
     Returns `(report, json_path, png_path)`. Wrong arguments raise ValueError before any model loads.
     """
@@ -270,6 +282,9 @@ def benchmark_classifier(
         raise ValueError(f"--output {json_path} is a folder: pass the path of the JSON file to write.")
     png_path = json_path.with_suffix(".png")
     data = load_benchmark_data(dataset, split, text_column, label_column)
+    if threshold is None and target_accuracy is not None and data["calibration_split"] is None:
+        raise ValueError(f"--target-accuracy picks a threshold on a validation split, and --dataset {dataset} has "
+                         "none: add one, or leave --target-accuracy out to use the model's saved threshold.")
 
     import openvino
     from optimum.intel import OVModelForSequenceClassification
@@ -293,10 +308,10 @@ def benchmark_classifier(
         validation_sweep, chosen = None, None
         if threshold is not None:
             source = "--threshold"
-        elif data["calibration_split"] is not None:
+        elif target_accuracy is not None:
             validation_targets = label_ids(data["calibration_labels"], label2id, f"--dataset {dataset}")
             validation_sweep, chosen = calibrate_threshold(early, tokenizer, data["calibration_texts"],
-                                                           validation_targets, target_accuracy, confidence, max_length)
+                                                            validation_targets, target_accuracy, confidence, max_length)
             threshold = chosen["threshold"] if chosen else 0.0  # 0.0: no early exit, when nothing keeps the target
             source = f"picked on the {data['calibration_split']!r} split for {target_accuracy:.1%} of full accuracy"
             if chosen is None:
@@ -304,7 +319,12 @@ def benchmark_classifier(
                           f"{data['calibration_split']!r} split: 0, every row runs every layer")
         else:
             threshold = early.entropy_threshold
-            source = "saved in the model (the data has no validation split to pick one on)"
+            record = early.early_exit_config.calibration
+            if record and record.get("threshold") == threshold:
+                source = f"saved in the model: {record.get('guarantee') or record.get('criterion', 'calibrated')}"
+            else:
+                source = ("saved in the model, not certified (`optimum-cli dynexec calibrate-exits --save-threshold` "
+                          "certifies one)")
 
         comparison = compare_models(plain, early, _encoder(tokenizer, max_length), data["texts"], targets, threshold,
                                     batch_sizes, repeats, timing_examples)
@@ -324,6 +344,7 @@ def benchmark_classifier(
             "plain_inference_precision": _compiled_precision(plain),
             "threshold": threshold,
             "threshold_source": source,
+            "calibration": early.early_exit_config.calibration,
             "target_accuracy": target_accuracy,
             "confidence": confidence,
             "validation_choice": chosen,

@@ -533,7 +533,11 @@ def _compiled_precision(plain) -> Optional[str]:
     try:
         from optimum_dynexec.openvino_cpu import precision_name
 
-        return precision_name(plain.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT"))
+        plain.compile()
+        # optimum-intel keeps an infer request for causal LMs, the compiled model itself for classifiers.
+        request = plain.request
+        compiled = request.get_compiled_model() if hasattr(request, "get_compiled_model") else request
+        return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     except Exception:
         return None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from ..benchmark.classification import (DEFAULT_BATCH_SIZES, DEFAULT_REPEATS as CLASSIFICATION_REPEATS,
-                                        DEFAULT_SPLIT as CLASSIFICATION_SPLIT, DEFAULT_TARGET_ACCURACY,
+                                        DEFAULT_SPLIT as CLASSIFICATION_SPLIT,
                                         DEFAULT_TIMING_EXAMPLES, TASK as CLASSIFICATION)
 from ..extras import install_hint, missing_extra
 
@@ -114,7 +114,7 @@ def check_classification_arguments(args) -> None:
                          "`optimum-cli export dynexec --task text-classification` or `train-exits`> --dataset "
                          "<CSV/JSON file or folder of splits>.")
     model_folder_kind(args.model, "--model")
-    if not 0.0 < args.target_accuracy <= 1.0:
+    if args.target_accuracy is not None and not 0.0 < args.target_accuracy <= 1.0:
         raise ValueError(f"--target-accuracy is a fraction of full accuracy such as 0.99, got {args.target_accuracy}.")
     if args.confidence is not None and not 0.0 < args.confidence < 1.0:
         raise ValueError(f"--confidence is a probability such as 0.9, got {args.confidence}.")
@@ -239,13 +239,13 @@ class BenchmarkCommand(BaseOptimumCLICommand):
         )
         classification.add_argument(
             "--threshold", type=unit_interval, default=None,
-            help="Entropy threshold to measure at. Default: %(default)s (picked on the dataset's validation split "
-            "for --target-accuracy when it has one, else the one saved in the model).",
+            help="Entropy threshold to measure at. Default: %(default)s (the one saved in the model, certified by "
+            "`calibrate-exits --save-threshold`; or picked for --target-accuracy when that is given).",
         )
         classification.add_argument(
-            "--target-accuracy", type=float, default=DEFAULT_TARGET_ACCURACY,
-            help="Pick the fastest threshold keeping this fraction of the full model's accuracy on validation. "
-            "Default: %(default)s.",
+            "--target-accuracy", type=float, default=None,
+            help="Instead of the saved threshold, pick the fastest one keeping this fraction (e.g. 0.99) of the full "
+            "model's accuracy on the dataset's validation split (no guarantee on new data). Default: %(default)s.",
         )
         classification.add_argument(
             "--confidence", type=float, default=None,
