@@ -5,8 +5,10 @@ from configs, and a synthetic 3-class task: the class is given by a keyword amon
 keyword in some texts makes them harder, so trained exits are confident on some rows and not on others.
 """
 
+import atexit
 import functools
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FAMILIES = ("bert", "roberta", "albert", "distilbert", "electra")
 
 _ROOT = Path(tempfile.mkdtemp(prefix="early-exit-tests-"))
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)  # every test run made one and left it behind
 
 
 def vocabulary():
