@@ -207,14 +207,10 @@ def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
     does the single-row graph chained from them."""
     from test_early_exit_helpers import base_classifier
 
+    from optimum_dynexec.early_exit.checkpoint import load_exit_checkpoint
     from optimum_dynexec.early_exit.export import convert_segments, segment_names
     from optimum_dynexec.early_exit.single_row_graph import DECISION_MARGIN, build_single_row_graph
-    from optimum_dynexec.early_exit.training import (
-        ExitTrainingArguments,
-        _forward_all_layers,
-        load_exit_checkpoint,
-        train_exits,
-    )
+    from optimum_dynexec.early_exit.training import ExitTrainingArguments, _forward_all_layers, train_exits
 
     checkpoint = tmp_path / "exits"
     train_exits(str(base_classifier(family)), *synthetic_task(32, 1), *synthetic_task(16, 2), checkpoint,

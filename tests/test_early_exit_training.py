@@ -2,18 +2,17 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_early_exit_helpers import FAMILIES, base_classifier, synthetic_task, trained_checkpoint
 
+from optimum_dynexec.early_exit.checkpoint import load_exit_checkpoint
 from optimum_dynexec.early_exit.config import EarlyExitConfig
 from optimum_dynexec.early_exit.layered_encoder import LayeredEncoder
 from optimum_dynexec.early_exit.training import (
     ExitTrainingArguments,
     _forward_all_layers,
-    load_exit_checkpoint,
 )
 
 

@@ -29,6 +29,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .entropy import exit_layers_at, normalised_entropies  # noqa: F401  (part of this module's API)
+
 # Fixed before any data is seen: Learn-then-Test's guarantee holds for a candidate list chosen independently of the
 # calibration rows.
 DEFAULT_THRESHOLDS = tuple(np.round(np.linspace(0.0, 1.0, 101), 3))
@@ -40,23 +42,6 @@ DEFAULT_FIT_SHARE = 0.5
 CRITERIA = ("consistency", "accuracy")
 # The count of each point that a criterion's risk is made of (see `certify_threshold`).
 _RISK_COUNTS = {"consistency": "inconsistent_rows", "accuracy": "lost_rows"}
-
-
-def normalised_entropies(layer_logits: np.ndarray, temperatures: Sequence[float]) -> np.ndarray:
-    """[layers, examples, labels] logits -> [layers, examples] entropy / log(labels) of softmax(logits / T)."""
-    scaled = layer_logits / np.asarray(temperatures, dtype=np.float64)[:, None, None]
-    scaled = scaled - scaled.max(axis=-1, keepdims=True)
-    log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
-    entropy = -(np.exp(log_probabilities) * log_probabilities).sum(axis=-1)
-    return entropy / np.log(max(layer_logits.shape[-1], 2))
-
-
-def exit_layers_at(entropies: np.ndarray, threshold: float) -> np.ndarray:
-    """1-based exit layer of every example: the first layer with entropy < threshold, else the last layer."""
-    num_layers = entropies.shape[0]
-    below = entropies[:-1] < threshold
-    first = np.where(below.any(axis=0), below.argmax(axis=0) + 1, num_layers)
-    return first
 
 
 def sweep_thresholds(

@@ -135,7 +135,7 @@ def export_early_exit(
     from optimum.intel import OVWeightQuantizationConfig
 
     from ..utils.io import atomic_directory
-    from .training import load_exit_checkpoint
+    from .checkpoint import load_exit_checkpoint
 
     if task not in ("text-classification", "auto", None):
         raise ValueError(f"Early exit exports text-classification models only; got task={task!r}.")

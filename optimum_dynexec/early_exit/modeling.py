@@ -27,8 +27,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..utils.io import atomic_save_into, remove_abandoned_staging
 from ..utils.model_files import openvino_error_reason
-from .calibration import normalised_entropies
 from .config import REBUILD_HINT, EarlyExitConfig, validate_entropy_threshold
+from .entropy import normalised_entropies
 from .export import (
     export_early_exit,
     load_segments,
