@@ -98,6 +98,21 @@ def precision_name(value) -> str:
     return {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}.get(name, name)
 
 
+def compiled_precision(model) -> str:
+    """The inference precision ("f32", "bf16", "f16") a compiled graph runs at, read back from OpenVINO.
+
+    `model` is an optimum-intel model (compiled first if it is not; for an early-exit model, its first segment), an
+    infer request or a compiled model: optimum-intel keeps an infer request for causal LMs and the compiled model
+    itself for classifiers.
+    """
+    if hasattr(model, "compile") and hasattr(model, "request"):
+        model.compile()
+        model = model.request
+    if hasattr(model, "get_compiled_model"):
+        model = model.get_compiled_model()
+    return precision_name(model.get_property("INFERENCE_PRECISION_HINT"))
+
+
 _WARNED = set()
 
 

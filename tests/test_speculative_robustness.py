@@ -71,10 +71,6 @@ def eagle_llama(tiny_models, tmp_path_factory):
     return target_dir, head_dir
 
 
-def _compiled_precision(compiled: ov.CompiledModel) -> str:
-    return openvino_cpu.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-
-
 # "this machine" runs the real rule (on a CPU with AMX it must move every graph to f32, or the process dies); "amx"
 # pretends the CPU has AMX, which is safe everywhere since the rule then asks for f32.
 @pytest.mark.parametrize("cpu", [AMX, None], ids=["amx", "this-machine"])
@@ -90,26 +86,26 @@ def test_every_graph_the_package_compiles_follows_the_rule(llama, eagle_llama, t
     if cpu.has_amx:
         expected = "f32"
     else:  # what OpenVINO makes of the request unchanged (a CPU without bf16 computes in f32)
-        expected = _compiled_precision(ov.Core().compile_model(ov.Core().read_model(draft_dir / "openvino_model.xml"),
+        expected = openvino_cpu.compiled_precision(ov.Core().compile_model(ov.Core().read_model(draft_dir / "openvino_model.xml"),
                                                                "CPU", default))
     prompt = random_prompt(5, 8)
     with caplog.at_level(logging.WARNING, logger="optimum_dynexec.openvino_cpu"):
         model = OVSpeculativeModelForCausalLM.from_pretrained(
             target_dir, draft_model=draft_dir, ov_config=default, draft_ov_config={"INFERENCE_PRECISION_HINT": "bf16"})
-        assert _compiled_precision(model.request.get_compiled_model()) == expected
-        assert _compiled_precision(model.draft_model.request.get_compiled_model()) == expected
+        assert openvino_cpu.compiled_precision(model.request.get_compiled_model()) == expected
+        assert openvino_cpu.compiled_precision(model.draft_model.request.get_compiled_model()) == expected
         assistant = load_plain(tiny_models.ir("llama-draft"), compile=False)
         assistant.ov_config = dict(default)
         model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, assistant_model=assistant)
         # What speculation runs on: each model's paged-attention graph, compiled apart from its own.
         for speculating in (model, model.draft_model, assistant):
-            assert _compiled_precision(decoder_session_for(speculating).request.get_compiled_model()) == expected
+            assert openvino_cpu.compiled_precision(decoder_session_for(speculating).request.get_compiled_model()) == expected
 
         eagle_target, head_dir = eagle_llama
         eagle = OVSpeculativeModelForCausalLM.from_pretrained(eagle_target, export=True, eagle_head=head_dir,
                                                               ov_config=default)
         eagle.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4)
-        assert [_compiled_precision(graph) for graph in eagle.eagle._compiled] == [expected, expected]
+        assert [openvino_cpu.compiled_precision(graph) for graph in eagle.eagle._compiled] == [expected, expected]
     warnings = [record for record in caplog.records if "AMX" in record.getMessage()]
     assert len(warnings) == (1 if cpu.has_amx else 0)  # one line, once per process
 

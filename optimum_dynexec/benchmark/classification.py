@@ -265,9 +265,9 @@ def benchmark_classifier(
 
     `model` is an exported early-exit folder, or a `train-exits` checkpoint (exported once to a temporary folder).
     Both models get `ov_config` (None: OpenVINO's defaults, the baseline a plain optimum-intel user gets). The
-    threshold is `threshold`, else (given `target_accuracy`) the fastest one keeping that fraction of full accuracy on the data's
-    validation split, else the one saved in the model (certified by `calibrate-exits --save-threshold`, whose record
-goes into the report). `output` is the JSON file (default
+    threshold is `threshold`, else (given `target_accuracy`) the fastest one keeping that fraction of full accuracy
+    on the data's validation split, else the one saved in the model (certified by `calibrate-exits --save-threshold`,
+    whose record goes into the report). `output` is the JSON file (default
     `results/benchmark-<model folder name>-text-classification.json`); the plot is the same path ending in `.png`.
     Returns `(report, json_path, png_path)`. Wrong arguments raise ValueError before any model loads.
     """
@@ -311,7 +311,7 @@ goes into the report). `output` is the JSON file (default
         elif target_accuracy is not None:
             validation_targets = label_ids(data["calibration_labels"], label2id, f"--dataset {dataset}")
             validation_sweep, chosen = calibrate_threshold(early, tokenizer, data["calibration_texts"],
-                                                            validation_targets, target_accuracy, confidence, max_length)
+                                                           validation_targets, target_accuracy, confidence, max_length)
             threshold = chosen["threshold"] if chosen else 0.0  # 0.0: no early exit, when nothing keeps the target
             source = f"picked on the {data['calibration_split']!r} split for {target_accuracy:.1%} of full accuracy"
             if chosen is None:

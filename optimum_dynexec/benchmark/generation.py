@@ -531,13 +531,9 @@ def benchmark_model(
 def _compiled_precision(plain) -> Optional[str]:
     """The inference precision plain optimum-intel's compiled model runs at (what "defaults" meant on this CPU)."""
     try:
-        from optimum_dynexec.openvino_cpu import precision_name
+        from optimum_dynexec.openvino_cpu import compiled_precision
 
-        plain.compile()
-        # optimum-intel keeps an infer request for causal LMs, the compiled model itself for classifiers.
-        request = plain.request
-        compiled = request.get_compiled_model() if hasattr(request, "get_compiled_model") else request
-        return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return compiled_precision(plain)
     except Exception:
         return None
 

@@ -55,7 +55,7 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         parser.add_argument(
             "--fit-share",
             type=float,
-            default=0.5,
+            default=0.5,  # early_exit.calibration.DEFAULT_FIT_SHARE, repeated: parse_args must stay import-light
             help="Share of the calibration texts that fit the exits' temperatures (to predict the full model's "
             "answer) before the others certify the threshold; the two parts must be disjoint for the guarantee. "
             "Default: %(default)s.",
@@ -102,12 +102,12 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         from ..early_exit import OVEarlyExitModelForSequenceClassification
         from ..early_exit.calibration import (
             certify_exits,
-            compiled_precision,
             held_out_report,
             pick_threshold,
             save_curve,
             sweep_thresholds,
         )
+        from ..openvino_cpu import compiled_precision
 
         args = self.args
         for flag, value in (("--epsilon", args.epsilon), ("--delta", args.delta)):

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .entropy import exit_layers_at, normalised_entropies  # noqa: F401  (part of this module's API)
+from .entropy import exit_layers_at, log_softmax, normalised_entropies  # noqa: F401  (part of this module's API)
 
 # Fixed before any data is seen: Learn-then-Test's guarantee holds for a candidate list chosen independently of the
 # calibration rows.
@@ -260,17 +260,14 @@ def certify_threshold(
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """The temperature T minimising the mean NLL of `targets` under softmax(logits / T) (Guo et al., 2017), searched
     over [0.05, 20]. `logits` [rows, labels], `targets` [rows] class indices."""
-    from scipy.optimize import minimize_scalar  # here, not at the top: the model imports this module
+    from scipy.optimize import minimize_scalar  # here, not at the top: scipy loads slowly and only fitting needs it
 
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(targets)
     rows = np.arange(len(targets))
 
     def negative_log_likelihood(log_temperature):
-        scaled = logits / np.exp(log_temperature)
-        scaled = scaled - scaled.max(axis=-1, keepdims=True)
-        log_normaliser = np.log(np.exp(scaled).sum(axis=-1))
-        return float((log_normaliser - scaled[rows, targets]).mean())
+        return float(-log_softmax(logits / np.exp(log_temperature))[rows, targets].mean())
 
     best = minimize_scalar(negative_log_likelihood, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
                            options={"xatol": 1e-4})
@@ -339,7 +336,7 @@ def binomial_tail_p_value(risky_rows, num_rows: int, epsilon: float):
     as small as `risky_rows` is at most this likely. For 0/1 losses this exact tail is tighter than the
     Hoeffding-Bentkus bound LTT uses for bounded losses in general. `risky_rows` may be an array of counts.
     """
-    from scipy.stats import binom  # here, not at the top: the model imports this module and scipy loads slowly
+    from scipy.stats import binom  # here, not at the top: scipy loads slowly and only certification needs it
 
     p_values = binom.cdf(np.asarray(risky_rows), num_rows, epsilon)
     return float(p_values) if np.ndim(p_values) == 0 else p_values
@@ -527,16 +524,3 @@ def collect_layer_logits(model, tokenizer, texts: Sequence[str], batch_size: int
         collected.append(model.exit_logits_per_layer(**encoded))
     layer_logits = np.concatenate(collected, axis=1)
     return layer_logits[:, np.argsort(order)]
-
-
-def compiled_precision(model) -> str:
-    """The inference precision ("f32", "bf16", "f16") OpenVINO compiled the model's segments at.
-
-    `collect_layer_logits` runs the segments, so this is the precision a calibration's predictions come from; the
-    same threshold at another precision can move rows whose entropy sits near it.
-    """
-    from ..openvino_cpu import precision_name
-
-    model.compile()
-    compiled = model.request.get_compiled_model()  # `compile` points `request` at the first segment's
-    return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))

@@ -7,11 +7,16 @@ from typing import Sequence
 import numpy as np
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, computed in float64 with the max subtracted first (no overflow)."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def normalised_entropies(layer_logits: np.ndarray, temperatures: Sequence[float]) -> np.ndarray:
     """[layers, examples, labels] logits -> [layers, examples] entropy / log(labels) of softmax(logits / T)."""
-    scaled = layer_logits / np.asarray(temperatures, dtype=np.float64)[:, None, None]
-    scaled = scaled - scaled.max(axis=-1, keepdims=True)
-    log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
+    log_probabilities = log_softmax(layer_logits / np.asarray(temperatures, dtype=np.float64)[:, None, None])
     entropy = -(np.exp(log_probabilities) * log_probabilities).sum(axis=-1)
     return entropy / np.log(max(layer_logits.shape[-1], 2))
 
