@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from test_early_exit_helpers import exported_folder, synthetic_task
+from helpers.tiny_classifiers import exported_folder, synthetic_task
 
 from optimum_dynexec.benchmark.classification import run_benchmark
 

@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from test_cli_host import HEAVY_MODULES, loaded_modules, optimum_cli
-from test_early_exit_helpers import exported_folder, synthetic_task
+from helpers.optimum_cli import HEAVY_MODULES, loaded_modules, optimum_cli
+from helpers.tiny_classifiers import exported_folder, synthetic_task
 
 from optimum_dynexec.benchmark.classification import benchmark_classifier, format_report, load_benchmark_data
 from optimum_dynexec.commands.benchmark import BenchmarkCommand, check_arguments

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from conftest import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from helpers.tiny_causal_lm import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 from optimum_dynexec.benchmark import generation, prompt_sets
 from optimum_dynexec.benchmark.prompt_sets import BenchmarkPrompt, encode_prompt
 from optimum_dynexec.commands import benchmark as command

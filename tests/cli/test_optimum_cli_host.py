@@ -1,44 +1,14 @@
 """Installing the plugin never breaks optimum-cli: start-up stays import-light, missing extras and wrong model
 options end in one clear line, not a traceback."""
 
-import json
-import subprocess
 import sys
 
 import pytest
+from helpers.optimum_cli import HEAVY_MODULES, loaded_modules, optimum_cli
 
 from optimum_dynexec import extras
 from optimum_dynexec.commands.export import ModelArgumentError, model_load_errors
 from optimum_dynexec.utils.model_files import looks_like_local_path
-
-# The console script `optimum-cli` (see .venv/bin/optimum-cli) runs exactly this: `sys.exit(main())`.
-CLI = """
-import json, sys
-for name in {blocked}:
-    sys.modules[name] = None  # `import name` now fails as if the package were not installed
-sys.argv = ["optimum-cli"] + {argv}
-from optimum.commands.optimum_cli import main
-try:
-    code = main()
-finally:
-    if {report_modules}:
-        print("MODULES=" + json.dumps(sorted(sys.modules)))
-sys.exit(code)
-"""
-
-NO_EXTRAS = ("diffusers", "openvino_genai")
-HEAVY_MODULES = ("torch", "diffusers", "transformers", "openvino", "optimum.intel", "nncf", "openvino_genai", "numpy")
-
-
-def optimum_cli(*argv, blocked=NO_EXTRAS, report_modules=False, cwd=None):
-    """Run optimum-cli in a fresh interpreter where the `blocked` packages cannot be imported."""
-    code = CLI.format(blocked=list(blocked), argv=list(argv), report_modules=report_modules)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def loaded_modules(result):
-    line = next(line for line in result.stdout.splitlines() if line.startswith("MODULES="))
-    return set(json.loads(line[len("MODULES="):]))
 
 
 @pytest.mark.parametrize(
@@ -188,6 +158,6 @@ def test_broken_extra_says_what_failed(monkeypatch, tmp_path):
 def test_extras_match_setup_py():
     from pathlib import Path
 
-    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()  # tests/cli/ -> the repository
     for extra in extras.EXTRA_MODULES:
         assert f'"{extra}": [' in setup

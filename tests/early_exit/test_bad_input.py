@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from test_early_exit_helpers import exported_folder, synthetic_task
+from helpers.tiny_classifiers import exported_folder, synthetic_task
 from transformers import AutoTokenizer
 
 from optimum_dynexec.early_exit import EarlyExitConfig, OVEarlyExitModelForSequenceClassification

@@ -111,7 +111,7 @@ def test_curve_is_written_as_json_and_png(tmp_path):
 def test_calibrate_exits_cli_writes_the_curve_and_saves_the_threshold(tmp_path):
     import shutil
 
-    from test_early_exit_helpers import exported_folder, synthetic_task
+    from helpers.tiny_classifiers import exported_folder, synthetic_task
 
     model_dir = tmp_path / "model"
     shutil.copytree(exported_folder("bert"), model_dir)
@@ -305,7 +305,7 @@ def test_unlabelled_texts_load_without_labels(tmp_path):
 
 
 def test_calibrate_exits_cli_certifies_on_unlabelled_texts_and_checks_held_out_ones(tmp_path):
-    from test_early_exit_helpers import exported_folder, synthetic_task
+    from helpers.tiny_classifiers import exported_folder, synthetic_task
 
     import shutil
 

@@ -4,7 +4,7 @@ import numpy as np
 import openvino
 import pytest
 import torch
-from test_early_exit_helpers import FAMILIES, exported_folder, synthetic_task, trained_checkpoint
+from helpers.tiny_classifiers import FAMILIES, exported_folder, synthetic_task, trained_checkpoint
 from transformers import AutoTokenizer
 
 from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
@@ -205,7 +205,7 @@ def test_load_in_8bit_compresses_every_segment(folder):
 def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
     """Segments traced for RoBERTa/ALBERT/DistilBERT give PyTorch's logits at every exit (padded batch, f32), and so
     does the single-row graph chained from them."""
-    from test_early_exit_helpers import base_classifier
+    from helpers.tiny_classifiers import base_classifier
 
     from optimum_dynexec.early_exit.checkpoint import load_exit_checkpoint
     from optimum_dynexec.early_exit.export import convert_segments, segment_names

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_early_exit_helpers import FAMILIES, base_classifier, synthetic_task, trained_checkpoint
+from helpers.tiny_classifiers import FAMILIES, base_classifier, synthetic_task, trained_checkpoint
 
 from optimum_dynexec.early_exit.checkpoint import load_exit_checkpoint
 from optimum_dynexec.early_exit.config import EarlyExitConfig

@@ -1,17 +1,16 @@
-"""Shared test fixtures: tiny causal LMs built from configs, exported to OpenVINO once per session.
+"""Tiny causal LMs built from configs, exported to OpenVINO once, and the ways the tests load and run them.
 
-Nothing is downloaded. `tiny_models.checkpoint(name)` is a transformers folder built from a config with a fixed
-seed; `tiny_models.ir(name, stateful)` is that checkpoint exported by `OVModelForCausalLM.from_pretrained(...,
+Nothing is downloaded. `TinyModels.checkpoint(name)` is a transformers folder built from a config with a fixed
+seed; `TinyModels.ir(name, stateful)` is that checkpoint exported by `OVModelForCausalLM.from_pretrained(...,
 export=True)` and saved as OpenVINO IR. Every (name, stateful) pair is exported once (see `TinyModels` for the
-cache) and tests load the saved IR, which takes well under a second.
+cache) and tests load the saved IR, which takes well under a second. The session's `TinyModels` is the
+`tiny_models` fixture of tests/conftest.py.
 """
 
 import contextlib
 import functools
-import gc
 import hashlib
 import importlib.metadata
-import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -23,12 +22,6 @@ from optimum.intel import OVModelForCausalLM
 
 from optimum_dynexec.fixtures.cache import atomic_directory, fixture_cache_dir
 from optimum_dynexec.speculative.modeling import EXACT_PRECISION_CONFIG, OVSpeculativeModelForCausalLM
-
-
-# Exports and pytest call `gc.collect()`, which would walk the hundreds of thousands of long-lived objects that
-# importing transformers and optimum creates, for seconds each time: move those out of the collector's way.
-gc.collect()
-gc.freeze()
 
 
 # -------------------------------------------------------------------------------------------------- tiny models
@@ -240,14 +233,6 @@ def _export_key(checkpoint: Path, stateful: bool) -> str:
     for file in sorted(checkpoint.iterdir()):
         digest.update(file.name.encode() + file.read_bytes())
     return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> TinyModels:
-    use_cache = os.environ.get("OPTIMUM_DYNEXEC_TEST_EXPORT_CACHE", "1") != "0"
-    return TinyModels(
-        tmp_path_factory.mktemp("tiny_models"), fixture_cache_dir() / "test-models" if use_cache else None
-    )
 
 
 # ------------------------------------------------------------------------------------------------------ loading

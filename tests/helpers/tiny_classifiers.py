@@ -1,4 +1,4 @@
-"""Tiny early-exit fixtures shared by the tests/test_early_exit_*.py files (built once per process, offline).
+"""Tiny early-exit models shared by tests/early_exit/ and tests/benchmark/ (built once per process, offline).
 
 A word-level BERT tokenizer over a 40-word vocabulary, tiny BERT/RoBERTa/ALBERT/DistilBERT classifiers built
 from configs, and a synthetic 3-class task: the class is given by a keyword among filler words, and a second

@@ -4,7 +4,7 @@ import pytest
 
 from optimum_dynexec.speculative.drafters import DraftLength
 
-from conftest import load_speculative, new_tokens, random_prompt, repetitive_prompt, shared_plain
+from helpers.tiny_causal_lm import load_speculative, new_tokens, random_prompt, repetitive_prompt, shared_plain
 
 
 def _lengths(draft_length: DraftLength, steps: int) -> list:
@@ -133,7 +133,7 @@ def test_prompt_lookup_saves_target_calls_on_repetitive_text(tiny_models):
 
 def test_prompt_lookup_defaults_to_a_constant_length_and_trigrams(tiny_models, monkeypatch):
     """Prompt lookup drafts for free: unless the caller sets a schedule its length stays constant, n-grams up to 3."""
-    from conftest import load_speculative, random_prompt
+    from helpers.tiny_causal_lm import load_speculative, random_prompt
 
     from optimum_dynexec.speculative import drafters, modeling
 

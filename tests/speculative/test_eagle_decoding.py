@@ -6,10 +6,11 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
-from conftest import SMALL_VOCAB_SIZE, SINGLE_THREAD, load_plain, load_speculative, new_tokens, random_prompt
+from helpers.published_eagle_head import write_published_head
+from helpers.tiny_causal_lm import (SMALL_VOCAB_SIZE, SINGLE_THREAD, load_plain, load_speculative, new_tokens,
+                                    random_prompt)
 from optimum.intel import OVModelForCausalLM
 from scipy import stats as scipy_stats
-from test_eagle_head import text_target, write_published_head  # noqa: F401 (a fixture)
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from optimum_dynexec.speculative.decoding import DecodingStats
@@ -214,28 +215,6 @@ def test_chain_drafts_are_the_heads_own_greedy_rollout(llama, tmp_path):
     assert drafted.parents.tolist() == [-1, 0, 1, 2, 3]
     # The CPU plugin keeps the head's KV cache at reduced precision: ~2e-3 from the f32 reference.
     np.testing.assert_allclose(last_feature, hidden[0, -1].numpy(), atol=1e-2)
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """A 16-token-vocabulary target with moderately spread logits (distributions worth testing) and a head."""
-    from transformers import LlamaConfig
-
-    folder = tmp_path_factory.mktemp("small")
-    torch.manual_seed(2)
-    config = LlamaConfig(vocab_size=SMALL_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch_model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        spread = torch_model(torch.arange(3, 16)[None]).logits.std()
-        torch_model.lm_head.weight.mul_(1.5 / spread)
-    target_dir = folder / "target"
-    torch_model.save_pretrained(target_dir)
-    head_dir = folder / "head"
-    write_published_head(AutoConfig.from_pretrained(target_dir), head_dir, seed=3)
-    model = load_speculative(target_dir, export=True, eagle_head=head_dir)
-    return target_dir, model
 
 
 def test_sampling_is_distributed_as_the_target(small):

@@ -7,7 +7,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from optimum_dynexec.speculative import decoding
 
-from conftest import (
+from helpers.tiny_causal_lm import (
     PAD_ID, load_plain, load_speculative, new_tokens, random_prompt, repetitive_prompt, shared_plain,
 )
 

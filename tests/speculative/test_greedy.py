@@ -7,7 +7,7 @@ from optimum.intel import OVModelForCausalLM
 
 from optimum_dynexec.speculative.modeling import OVSpeculativeModelForCausalLM
 
-from conftest import (
+from helpers.tiny_causal_lm import (
     architecture_cases, expected_tokens, load_plain, load_speculative, looping_prompt, new_tokens, random_prompt,
     repetitive_prompt, shared_plain,
 )

@@ -4,7 +4,7 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from conftest import EXACT_PRECISION_CONFIG, TEST_OV_CONFIG, load_speculative, random_prompt
+from helpers.tiny_causal_lm import EXACT_PRECISION_CONFIG, TEST_OV_CONFIG, load_speculative, random_prompt
 from optimum_dynexec.speculative.kv_cache import DecoderSession
 from optimum_dynexec.speculative.paged_session import PagedDecoderSession, decoder_session_for, paged_graph
 
@@ -100,7 +100,7 @@ def test_generations_that_share_a_prompt_prefix_match_plain_decoding(tiny_models
     """A chat's next turn reuses the cache of the previous one, and the output stays plain greedy decoding's."""
     import torch
 
-    from conftest import expected_tokens
+    from helpers.tiny_causal_lm import expected_tokens
 
     path = tiny_models.ir("llama")
     model = load_speculative(path)
@@ -139,7 +139,7 @@ def test_the_plain_graph_is_released_while_speculating_and_compiled_again_for_a_
     decodes as plain and keeps its graph from then on."""
     import torch
 
-    from conftest import expected_tokens
+    from helpers.tiny_causal_lm import expected_tokens
 
     path = tiny_models.ir("llama")
     model = load_speculative(path)

@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, pipeline
 
-from conftest import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, load_speculative, repetitive_prompt, shared_plain
+from helpers.tiny_causal_lm import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, load_speculative, repetitive_prompt, shared_plain
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:

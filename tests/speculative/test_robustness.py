@@ -9,11 +9,10 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
-from conftest import (SINGLE_THREAD, load_plain, load_speculative, new_tokens, random_prompt,
-                      repetitive_prompt, shared_plain)
-from test_eagle_decoding import small  # noqa: F401 (a fixture)
-from test_eagle_head import write_published_head
-from test_speculative_sampling import SIGNIFICANCE, goodness_of_fit
+from helpers.chi_square import SIGNIFICANCE, goodness_of_fit
+from helpers.published_eagle_head import write_published_head
+from helpers.tiny_causal_lm import (SINGLE_THREAD, load_plain, load_speculative, new_tokens, random_prompt,
+                                    repetitive_prompt, shared_plain)
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from optimum_dynexec import OVSpeculativeModelForCausalLM, openvino_cpu
@@ -204,7 +203,7 @@ def test_min_new_tokens_sampling_is_distributed_as_plain_sampling(llama, draftin
     assert goodness_of_fit(counts, unbanned) < SIGNIFICANCE  # the check tells the two apart
 
 
-def test_eagle_sampling_with_min_new_tokens_is_distributed_as_the_target(small):  # noqa: F811
+def test_eagle_sampling_with_min_new_tokens_is_distributed_as_the_target(small):
     """The second token's marginal, with EOS (here the likeliest first token) banned for the first two tokens."""
     target_dir, model = small
     torch_model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
@@ -396,13 +395,13 @@ def test_gguf_files_are_accepted_wherever_a_model_id_is(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from test_gguf import _reference_tokenizer, _torch_model, write_gguf
+    from helpers.tiny_gguf import random_model, reference_tokenizer, write_gguf
 
     monkeypatch.setenv("OPTIMUM_DYNEXEC_CACHE", str(tmp_path / "cache"))
-    tokenizer = _reference_tokenizer("smollm")
+    tokenizer = reference_tokenizer("smollm")
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    target = write_gguf(tmp_path / "target.gguf", model=_torch_model("llama", vocab_size, seed=0), tokenizer=tokenizer)
-    draft = write_gguf(tmp_path / "draft.gguf", model=_torch_model("llama", vocab_size, seed=1), tokenizer=tokenizer)
+    target = write_gguf(tmp_path / "target.gguf", model=random_model("llama", vocab_size, seed=0), tokenizer=tokenizer)
+    draft = write_gguf(tmp_path / "draft.gguf", model=random_model("llama", vocab_size, seed=1), tokenizer=tokenizer)
 
     model = OVSpeculativeModelForCausalLM.from_pretrained(target, draft_model=draft, ov_config=dict(SINGLE_THREAD))
     assert model.draft_model is not None and model.config.vocab_size == vocab_size

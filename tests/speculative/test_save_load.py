@@ -8,7 +8,8 @@ from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
 
 from optimum_dynexec.speculative.modeling import DRAFT_SUBFOLDER, DYNEXEC_CONFIG_NAME, OVSpeculativeModelForCausalLM
 
-from conftest import TEST_OV_CONFIG, load_plain, load_speculative, new_tokens, random_prompt, repetitive_prompt, shared_plain
+from helpers.tiny_causal_lm import (TEST_OV_CONFIG, load_plain, load_speculative, new_tokens, random_prompt,
+                                    repetitive_prompt, shared_plain)
 
 
 MAX_NEW_TOKENS = 24
