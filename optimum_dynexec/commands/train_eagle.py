@@ -50,7 +50,7 @@ class TrainEagleCommand(BaseOptimumCLICommand):
     def run(self):
         import torch
 
-        from ..speculative.eagle_training import EagleTrainingArguments, load_training_texts, train_eagle_head
+        from ..speculative.eagle.training import EagleTrainingArguments, load_training_texts, train_eagle_head
 
         args = self.args
         if args.threads:

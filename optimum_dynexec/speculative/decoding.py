@@ -1,18 +1,28 @@
-"""The speculative decoding loop: draft, verify in one target call, keep the accepted prefix, repeat.
+"""The speculative decoding loop, one for every drafter: draft, verify in one target call, accept, repeat.
 
-Tensors in, tensors out: numpy token ids and OpenVINO infer requests, no framework objects in the hot loop.
-Invariant: the target's cache holds every token of `sequence` but the last one, which is fed with the drafts.
+    prefill   target.prefill(prompt) -> the first new token; drafter.begin(prompt, what the target computed)
+    draft     drafter.propose(sequence, room) -> a proposal (`tree.DraftTree`; a chain is a tree with one branch)
+    verify    target.verify(sequence, proposal) -> the target's logits for the root and every node
+    accept    acceptance.accept -> the accepted path and the target's own next token
+    keep      target.keep(path); drafter.accepted(proposal, path, what the target computed)
+
+The drafter is a draft model, prompt lookup or an EAGLE head (`drafters.py`, `eagle/drafter.py`); the target keeps
+its KV cache in a session that scores chains or trees (`targets.py`). Tensors in, tensors out: numpy token ids and
+OpenVINO infer requests, no framework objects in the loop.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .acceptance import accept
 from .drafters import Drafter
-from .kv_cache import DecoderSession
 from .sampling import SamplingSettings, sample
-from .verify import greedy_accept, speculative_accept
+from .targets import SequenceTarget, TreeTarget
+from .tree import NO_PROPOSAL
+
+Target = Union[SequenceTarget, TreeTarget]
 
 
 @dataclass
@@ -24,6 +34,12 @@ class DecodingStats:
     drafted_tokens: int = 0
     accepted_tokens: int = 0
     accepted_lengths: list = field(default_factory=list)
+
+    def record(self, drafted: int, accepted: int) -> None:
+        """One verification of `drafted` tokens, `accepted` of which the target kept."""
+        self.drafted_tokens += drafted
+        self.accepted_tokens += accepted
+        self.accepted_lengths.append(accepted)
 
     @property
     def mean_accepted_length(self) -> float:
@@ -125,7 +141,7 @@ class GeneratedSequence:
 
 
 def speculative_decode(
-    target: DecoderSession,
+    target: Target,
     drafter: Optional[Drafter],
     prompt: np.ndarray,
     max_new_tokens: int,
@@ -137,11 +153,11 @@ def speculative_decode(
     stats: Optional[DecodingStats] = None,
     banned: Optional[BannedTokens] = None,
 ) -> np.ndarray:
-    """Generate up to `max_new_tokens` after `prompt`; return the new tokens (1D int64).
+    """Generate up to `max_new_tokens` after `prompt` (1D int64); return the new tokens (1D int64).
 
     Args:
-        target: the session of the model whose output this must equal.
-        drafter: proposes tokens; `None` decodes plainly (one target call per token).
+        target: the model whose output this must equal (`targets.SequenceTarget` or `targets.TreeTarget`).
+        drafter: proposes tokens (`drafters.Drafter`); `None` decodes plainly (one target call per token).
         sampling: `None` for greedy decoding; else the distribution to sample from (speculative sampling).
         should_stop: called with the whole sequence after each new token; `True` ends generation there.
         on_tokens: called with each block of newly kept tokens (streaming).
@@ -149,66 +165,35 @@ def speculative_decode(
     """
     rng = rng if rng is not None else np.random.default_rng()
     stats = stats if stats is not None else DecodingStats()
+    prompt = np.asarray(prompt, dtype=np.int64)
     output = GeneratedSequence(prompt, max_new_tokens, eos_token_ids, should_stop, on_tokens, stats, banned)
 
-    held = target.start(prompt)
-    if drafter is not None:
-        drafter.begin(prompt, sampling, rng)
-    logits = output.restrict(target.append(prompt[held:], last_logits_only=True))
+    # Prefill: the target reads the prompt and chooses the first new token; the drafter sees what it computed.
+    computed = target.prefill(prompt)
     stats.target_calls += 1
-    pending = choose_token(logits[-1], sampling, rng)
+    if drafter is not None:
+        drafter.begin(prompt, computed, sampling, rng)
+    pending = choose_token(output.restrict(computed.logits[-1:])[-1], sampling, rng)
 
     while not output.append(pending):
+        # Draft: a tree (or chain) below the target's latest token, no deeper than the generation can keep.
         room = output.room
-        draft = drafter.propose(output.tokens, room) if drafter is not None and room else None
-        draft_tokens = draft.tokens[:room] if draft else None
-        last_token = output.tokens[-1:]
-        if draft_tokens is None or len(draft_tokens) == 0:
-            logits = output.restrict(target.append(last_token))
-            stats.target_calls += 1
-            pending = choose_token(logits[-1], sampling, rng)
-            if draft is not None:
-                drafter.update(0, 0)
-            continue
-
-        target_logits = output.restrict(target.append(np.concatenate([last_token, draft_tokens])))
+        proposal = drafter.propose(output.tokens, room) if drafter is not None and room else NO_PROPOSAL
+        # Verify: the target scores the root and every drafted node in one call.
+        computed = target.verify(output.tokens, proposal)
         stats.target_calls += 1
-        if sampling is None:
-            accepted_length, pending = greedy_accept(draft_tokens, target_logits)
-        else:
-            draft_probs = None if draft.probs is None else draft.probs[: len(draft_tokens)]
-            accepted_length, pending = speculative_accept(
-                draft_tokens, draft_probs, sampling.probabilities(target_logits), rng
-            )
-        target.rollback(output.length + accepted_length)
-        drafter.update(len(draft_tokens), accepted_length)
-        stats.drafted_tokens += len(draft_tokens)
-        stats.accepted_tokens += accepted_length
-        stats.accepted_lengths.append(accepted_length)
-        if output.extend(draft_tokens[:accepted_length]):
+        offsets = None if proposal.is_chain else np.concatenate([[0], proposal.depths])
+        # Accept: the longest path the target agrees with, then the target's own next token.
+        path, pending = accept(proposal, output.restrict(computed.logits, offsets), sampling, rng)
+        target.keep(path)
+        if drafter is not None:
+            drafter.accepted(proposal, path, computed)
+        if len(proposal):
+            stats.record(len(proposal), len(path))
+        if output.extend(proposal.tokens[path]):
             break
 
     return output.new_tokens()
-
-
-class ChainSpeculator:
-    """A target session and a drafter proposing one chain of tokens per verification (draft model, prompt lookup).
-
-    Has the same `decode` as `EagleSpeculator` (tree drafts), so the model class runs either the same way.
-    """
-
-    def __init__(self, target: DecoderSession, drafter: Optional[Drafter]):
-        self.target = target
-        self.drafter = drafter
-
-    def decode(self, prompt: np.ndarray, max_new_tokens: int, eos_token_ids: Sequence[int] = (),
-               sampling: Optional[SamplingSettings] = None, rng: Optional[np.random.Generator] = None,
-               should_stop: Optional[Callable[[np.ndarray], bool]] = None,
-               on_tokens: Optional[Callable[[np.ndarray], None]] = None,
-               stats: Optional[DecodingStats] = None, banned: Optional[BannedTokens] = None) -> np.ndarray:
-        """`speculative_decode` on this target and drafter."""
-        return speculative_decode(self.target, self.drafter, prompt, max_new_tokens, eos_token_ids, sampling, rng,
-                                  should_stop, on_tokens, stats, banned)
 
 
 def choose_token(logits: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> int:

@@ -1,31 +1,21 @@
 """Drafters: everything that proposes tokens for the target to verify, behind one small interface.
 
-The decoding loop only calls `begin`, `propose` and `update`; it does not know whether a draft model, prompt
-lookup is behind them. (EAGLE drafts trees in its own loop, `eagle_decoding.py`.)
+The decoding loop (`decoding.speculative_decode`) only calls `begin`, `propose` and `accepted`; it does not know
+whether a draft model, prompt lookup or an EAGLE head (`eagle.EagleDrafter`) is behind them. Each gets
+what the target computed at the prefill and at every verification, for the drafters that draft from it (EAGLE
+drafts from the target's hidden states), as transformers' candidate generators get the model's outputs.
 """
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from .kv_cache import DecoderSession
 from .sampling import SamplingSettings, sample
+from .targets import TargetOutputs
+from .tree import NO_PROPOSAL, DraftTree
 
-
-@dataclass
-class Draft:
-    """Proposed tokens and, for sampled drafts, the distribution each was drawn from (`[len(tokens), vocab]`).
-
-    `probs=None` means the tokens were chosen deterministically (greedy or copied), i.e. one-hot proposals.
-    """
-
-    tokens: np.ndarray
-    probs: Optional[np.ndarray] = None
-
-
-_NO_DRAFT = Draft(np.zeros(0, dtype=np.int64))
 _SINGLE_TOKEN_CATCH_UP = 4
 
 SCHEDULES = ("heuristic", "heuristic_transient", "constant")
@@ -81,31 +71,43 @@ class DraftLength:
 
 
 class Drafter(ABC):
-    """Proposes draft tokens for the sequence so far; hears back how many the target accepted."""
+    """Proposes tokens to follow the sequence so far; hears back which of them the target accepted."""
 
-    def __init__(self, draft_length: DraftLength):
-        self.draft_length = draft_length
-
-    def begin(self, prompt: np.ndarray, sampling: Optional[SamplingSettings], rng: np.random.Generator) -> None:
-        """A new generation starts from `prompt`; `sampling=None` means greedy decoding."""
-        self.draft_length.begin()
+    def begin(self, prompt: np.ndarray, computed: TargetOutputs, sampling: Optional[SamplingSettings],
+              rng: np.random.Generator) -> None:
+        """A new generation starts from `prompt`; `computed` is what the target's prefill computed (its last row);
+        `sampling=None` means greedy decoding."""
         self.sampling = sampling
         self.rng = rng
 
     @abstractmethod
-    def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
-        """Draft tokens to follow `sequence` (the whole sequence so far, prompt included), at most `limit` of them
-        (what the generation can still keep)."""
+    def propose(self, sequence: np.ndarray, limit: int) -> DraftTree:
+        """A proposal to follow `sequence` (the whole sequence so far, prompt included; its last token is the
+        proposal's root), at most `limit` deep (what the generation can still keep); `NO_PROPOSAL` for none."""
 
-    def _count(self, limit: Optional[int]) -> int:
-        count = self.draft_length.next_length()
-        return count if limit is None else min(count, limit)
-
-    def update(self, proposed: int, accepted: int) -> None:
-        self.draft_length.update(proposed, accepted)
+    def accepted(self, proposal: DraftTree, path: np.ndarray, computed: TargetOutputs) -> None:
+        """The target verified `proposal` and kept the nodes `path` (root down); `computed` is what that call
+        computed for the root and every node."""
 
 
-class DraftModelDrafter(Drafter):
+class ChainDrafter(Drafter):
+    """A drafter of chains whose length adapts to how many tokens the target accepts (`DraftLength`)."""
+
+    def __init__(self, draft_length: DraftLength):
+        self.draft_length = draft_length
+
+    def begin(self, prompt, computed, sampling, rng):
+        super().begin(prompt, computed, sampling, rng)
+        self.draft_length.begin()
+
+    def _count(self, limit: int) -> int:
+        return min(self.draft_length.next_length(), limit)
+
+    def accepted(self, proposal, path, computed):
+        self.draft_length.update(len(proposal), len(path))
+
+
+class DraftModelDrafter(ChainDrafter):
     """Assisted generation: a small OpenVINO causal LM with the target's vocabulary drafts token by token.
 
     Drafting stops early when the draft's own confidence in its next token drops below
@@ -119,16 +121,16 @@ class DraftModelDrafter(Drafter):
         self.confidence_threshold = confidence_threshold
         self._cached_tokens = np.zeros(0, dtype=np.int64)
 
-    def begin(self, prompt, sampling, rng):
-        super().begin(prompt, sampling, rng)
+    def begin(self, prompt, computed, sampling, rng):
+        super().begin(prompt, computed, sampling, rng)
         self._cached_tokens = np.zeros(max(1024, 2 * len(prompt)), dtype=np.int64)
         held = self.session.start(prompt)  # what the draft's cache still holds of the prompt
         self._cached_tokens[:held] = prompt[:held]
 
-    def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
+    def propose(self, sequence: np.ndarray, limit: int) -> DraftTree:
         count = self._count(limit)
         if count == 0:
-            return _NO_DRAFT
+            return NO_PROPOSAL
         logits = self._catch_up(sequence)
         tokens = np.empty(count, dtype=np.int64)
         probs = None if self.sampling is None else []
@@ -146,7 +148,7 @@ class DraftModelDrafter(Drafter):
                 count = index + 1
                 break
             logits = self._feed(np.array([token], dtype=np.int64))[-1]
-        return Draft(tokens[:count], None if probs is None else np.stack(probs))
+        return DraftTree.chain(tokens[:count], None if probs is None else np.stack(probs))
 
     def _catch_up(self, sequence: np.ndarray) -> np.ndarray:
         """Bring the draft's cache to `sequence[:-1]`... and feed the rest; return the logits after `sequence`."""
@@ -160,7 +162,7 @@ class DraftModelDrafter(Drafter):
             return self._feed(missing, last_logits_only=True)[-1]
         # A few tokens go one call each: OpenVINO's CPU plugin re-plans a request whenever its input shape
         # changes, which costs the changed call and the next one about as much as a whole single-token draft
-        # step (examples/call_costs.py: 7.6 ms for 6 tokens fed 1-1-1-1-2, 6.1 ms fed one by one).
+        # step (benchmarks/call_costs.py: 7.6 ms for 6 tokens fed 1-1-1-1-2, 6.1 ms fed one by one).
         for index in range(len(missing)):
             logits = self._feed(missing[index : index + 1])
         return logits[-1]
@@ -173,7 +175,7 @@ class DraftModelDrafter(Drafter):
         return self.session.append(tokens, last_logits_only)
 
 
-class PromptLookupDrafter(Drafter):
+class PromptLookupDrafter(ChainDrafter):
     """Prompt lookup decoding: copy what followed the latest n-gram's earliest earlier occurrence in the sequence.
 
     Free to draft (no model call), so it pays off whenever the output repeats its input: edits, extraction,
@@ -188,10 +190,10 @@ class PromptLookupDrafter(Drafter):
             )
         self.max_matching_ngram_size = max_matching_ngram_size
 
-    def propose(self, sequence: np.ndarray, limit: Optional[int] = None) -> Draft:
+    def propose(self, sequence: np.ndarray, limit: int) -> DraftTree:
         count = self._count(limit)
         if count == 0:
-            return _NO_DRAFT
+            return NO_PROPOSAL
         length = len(sequence)
         for ngram_size in range(min(self.max_matching_ngram_size, length - 1), 0, -1):
             ngram = sequence[length - ngram_size :]
@@ -199,8 +201,8 @@ class PromptLookupDrafter(Drafter):
             matches = np.flatnonzero((windows == ngram).all(axis=1))
             if len(matches):
                 start = matches[0] + ngram_size
-                return Draft(sequence[start : min(start + count, length)].copy())
-        return _NO_DRAFT
+                return DraftTree.chain(sequence[start : min(start + count, length)].copy())
+        return NO_PROPOSAL
 
 
 def _top_probability(logits: np.ndarray) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 import openvino as ov
 
 from ..openvino_cpu import prepare_to_compile
+from .logits_rows import LOGITS_ROWS_INPUT
 
 
 _SEQUENCE_AXIS = 2  # past key/value layout [batch, heads, sequence, head_dim], as optimum-intel exports them
@@ -256,8 +257,17 @@ def cache_rounded_to_16_bits(ov_model) -> List[str]:
 
 
 TREE_MASK_INPUT = "tree_mask"
-LOGITS_ROWS_INPUT = "logits_rows"
 _MASKED = np.float32(np.finfo(np.float32).min)
+
+
+def sequence_inputs(**arrays: np.ndarray) -> Dict[str, np.ndarray]:
+    """Inputs of a `TreeDecoderSession.run` for one sequence: each array gets the batch axis (`features` as float32,
+    everything else as int64)."""
+    inputs = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        inputs[name] = (value.astype(np.float32, copy=False) if name == "features" else value.astype(np.int64))[None]
+    return inputs
 
 
 def additive_mask(visible: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 It loads and saves like its parent (plus a `draft/` sub-folder) and takes the transformers arguments of
 assisted generation (`assistant_model`, `num_assistant_tokens`, `num_assistant_tokens_schedule`,
 `assistant_confidence_threshold`, `prompt_lookup_num_tokens`, `max_matching_ngram_size`). The loop itself lives in
-`decoding.py`; this file maps Hugging Face arguments onto it and falls back to the parent's `generate()` for what
+`decoding.py`, one for every drafter; this file picks the target and drafter of a call, maps Hugging Face arguments
+onto the loop and falls back to the parent's `generate()` for what
 speculation does not cover (beam search, batches of several prompts, logits processors).
 """
 
@@ -13,11 +14,12 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from optimum.intel import OVModelForCausalLM
+from optimum.intel.openvino.modeling_decoder import OVBloomForCausalLM, OVGPTBigCodeForCausalLM, OVPhi3ForCausalLM
 from transformers import GenerationConfig, StoppingCriteriaList
 from transformers.generation.stopping_criteria import MaxTimeCriteria, StopStringCriteria
 from transformers.generation.utils import GenerateDecoderOnlyOutput
@@ -27,95 +29,31 @@ from ..openvino_cpu import prepare_to_compile
 from ..utils.io import atomic_save_into, remove_abandoned_staging
 from ..utils.model_files import looks_like_local_path, openvino_error_reason
 from ..weight_compression import weight_compression_config
-from .decoding import BannedTokens, ChainSpeculator, DecodingStats
+from .config import (
+    DRAFT_SUBFOLDER,
+    DYNEXEC_CONFIG_NAME,
+    EAGLE_HEAD_DEFAULT_COMPRESSION,
+    EXACT_PRECISION_CONFIG,  # noqa: F401 (documented as `modeling.EXACT_PRECISION_CONFIG`)
+    MAX_DRAFT_TOKENS,
+    MAX_REQUESTED_DRAFT_TOKENS,
+    PROMPT_LOOKUP_DEFAULTS,
+    PROMPT_LOOKUP_NGRAM_SIZE,
+    SPECULATIVE_DEFAULTS,
+    PLAIN_ONLY_SETTINGS,
+    SPECULATION_ARGUMENTS,
+    drafter_ov_config,
+    target_ov_config,
+)
+from .decoding import BannedTokens, DecodingStats, Target, speculative_decode
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
-from .eagle_decoding import TreeSettings
-from .eagle import attention_with_shared_mask
-from .eagle_model import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
+from .eagle import EAGLE_SUBFOLDER, OVEagle, TreeSettings, attention_with_shared_mask, has_transformers_weights
 from .kv_cache import attention_window, cache_rounded_to_16_bits, sequence_axis_is_supported
 from .paged_session import PagedDecoderSession, decoder_session_for
 from .sampling import SamplingSettings
+from .targets import SequenceTarget
 
 
 logger = logging.getLogger(__name__)
-
-DYNEXEC_CONFIG_NAME = "dynexec_config.json"
-DRAFT_SUBFOLDER = "draft"
-
-# The target verifies at the precision plain `OVModelForCausalLM` runs at on the device (bf16 where the CPU has it):
-# that is the model the user runs today, and what speculation must be faster than. There every emitted token is the
-# target's own greedy choice in the call that verified it; a token verified in a batch of k gets logits that differ
-# from those computed alone in the 3rd digit at bf16, so output can differ from plain decoding where two tokens are
-# nearly tied (docs/speculative.md, "Exactness"). In f32 they agree to ~1e-6: `ov_config=EXACT_PRECISION_CONFIG` makes
-# greedy output token-identical to plain f32 decoding.
-EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
-
-
-def target_ov_config(user_ov_config: Optional[dict]) -> dict:
-    """OpenVINO properties of the target that verifies: the caller's `ov_config`, nothing added (the device's default
-    precision, as plain `OVModelForCausalLM` uses it)."""
-    return dict(user_ov_config or {})
-
-
-def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[dict] = None) -> dict:
-    """OpenVINO properties of a drafter (a draft model, an EAGLE head): the caller's `ov_config` without its precision
-    settings, then the drafter's own. A drafter only proposes, so its precision cannot change the output, and on the
-    benchmark fixture an f32 draft (inherited from an `ov_config` asking f32 for exactness) ran 1.46x where the same
-    draft at the CPU's default bf16 ran 1.64x (examples/draft_settings.py, 5 paired repeats)."""
-    inherited = {key: value for key, value in (user_ov_config or {}).items() if key not in EXACT_PRECISION_CONFIG}
-    return {**inherited, **(drafter_config or {})}
-
-
-# The EAGLE head's weights unless the caller asks otherwise: it only proposes, so precision cannot change the output,
-# and its weights (lm_head included) are streamed from memory at every drafted token.
-EAGLE_HEAD_DEFAULT_COMPRESSION = {"bits": 8, "sym": True}
-
-# Defaults where the caller leaves assisted-generation settings unset. transformers' own defaults (20 tokens,
-# constant) suit a GPU; on a CPU every rejected draft token costs target time, so start short and adapt. No
-# confidence stop: with the benchmark fixture's self-distilled draft, 4 tokens and a stop at confidence < 0.4 gave 3.21
-# tokens per verification and 1.55x, these defaults 5.04 and 1.74x (examples/draft_settings.py, 5 paired repeats).
-SPECULATIVE_DEFAULTS = {
-    "num_assistant_tokens": 5,
-    "num_assistant_tokens_schedule": "heuristic",
-    "assistant_confidence_threshold": 0.0,
-}
-MAX_DRAFT_TOKENS = 16
-# Prompt lookup drafts for free (no model call), so its defaults differ: a constant draft length (transformers' and
-# openvino-genai's rule; the heuristic's drop to zero drafts made its rare probes miss the moment the output starts
-# copying) and n-grams of up to 3 tokens. Measured on the real model: docs/benchmarks.md, "Speculative generation".
-PROMPT_LOOKUP_DEFAULTS = {"num_assistant_tokens_schedule": "constant"}
-PROMPT_LOOKUP_NGRAM_SIZE = 3
-# The largest `num_assistant_tokens` / `prompt_lookup_num_tokens` accepted: a verification scores every drafted token,
-# and on a CPU a draft far longer than the adapted length ever reaches only costs time.
-MAX_REQUESTED_DRAFT_TOKENS = 128
-
-# Generation settings the speculative loop does not implement, with the value that means "off".
-_PLAIN_ONLY_SETTINGS = {
-    "num_beams": 1,
-    "num_beam_groups": 1,
-    "num_return_sequences": 1,
-    "penalty_alpha": None,
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "sequence_bias": None,
-    "guidance_scale": None,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "min_p": None,
-    "exponential_decay_length_penalty": None,
-    "output_scores": False,
-    "output_logits": False,
-    "output_attentions": False,
-    "output_hidden_states": False,
-    "watermarking_config": None,
-}
-_SPECULATION_ARGUMENTS = ("prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_model")
-
 
 class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
     """OpenVINO causal LM with speculative generation: the target's own greedy choices, exact sampling, faster.
@@ -180,7 +118,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 (`INFERENCE_PRECISION_HINT`, `KV_CACHE_PRECISION`): a drafter only proposes tokens, so its precision
                 never changes the output, and it runs at the device's fastest (bf16 where the CPU has it) unless
                 `draft_ov_config` says otherwise. It runs on as many threads as the target (on the benchmark
-                fixture's 2.6M draft, 2 threads beat 1 in every paired repeat, examples/draft_settings.py).
+                fixture's draft, 2 threads beat 1 in every paired repeat, benchmarks/draft_settings.py).
             eagle_head: a folder (or hub id) holding an EAGLE head in the published format (`config.json` with
                 `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
                 `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint
@@ -188,8 +126,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             eagle_quantization_config: weight compression for the head when it is exported. By default the
                 target's `quantization_config` / `load_in_8bit`, else 8-bit weights (`EAGLE_HEAD_DEFAULT_COMPRESSION`):
                 the head only proposes tokens, so its precision never changes the output, and its weights are read
-                from memory at every drafted token (8-bit measured 3-6% faster end to end on the benchmark fixture,
-                docs/benchmarks.md). `False` keeps the head's weights in full precision.
+                from memory at every drafted token (8-bit measured faster end to end on the benchmark fixture,
+                docs/lab-notebook.md). `False` keeps the head's weights in full precision.
             eagle_tree: the default EAGLE-2 tree shape (`TreeSettings` or a dict of `depth`, `top_k`,
                 `total_tokens`; `top_k=1` drafts a chain).
             **kwargs: everything `OVModelForCausalLM.from_pretrained` takes (`export`, `ov_config`, `device`,
@@ -344,18 +282,18 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         _check_prompt(input_ids, model_kwargs.get("attention_mask"), self.config.vocab_size)
         _check_generation_settings(config, input_ids.shape[1])
 
-        speculator = self._speculator_for(config, assistant_model, eagle_tree)
+        target_and_drafter = self._target_and_drafter(config, assistant_model, eagle_tree)
         reason = self._reason_to_decode_plainly(
             config, input_ids, logits_processor, prefix_allowed_tokens_fn, negative_prompt_ids, model_kwargs
         )
-        if speculator is None or reason is not None:
-            if speculator is not None:
+        if target_and_drafter is None or reason is not None:
+            if target_and_drafter is not None:
                 self._warn_once(f"Speculative decoding is off for calls with {reason}; they decode plainly.")
             return self._generate_plainly(
                 inputs, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn,
                 synced_gpus, streamer, negative_prompt_ids, negative_prompt_attention_mask, tokenizer, kwargs,
             )
-        return self._generate_speculatively(config, input_ids, model_kwargs, speculator, stopping_criteria,
+        return self._generate_speculatively(config, input_ids, model_kwargs, target_and_drafter, stopping_criteria,
                                             streamer, tokenizer)
 
     def _warn_once(self, message: str) -> None:
@@ -364,7 +302,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             warned.add(message)
             logger.warning(message)
 
-    def _generate_speculatively(self, config, input_ids, model_kwargs, speculator, stopping_criteria, streamer,
+    def _generate_speculatively(self, config, input_ids, model_kwargs, target_and_drafter, stopping_criteria, streamer,
                                 tokenizer):
         input_ids = torch.as_tensor(input_ids)
         attention_mask = model_kwargs.get("attention_mask")
@@ -396,8 +334,8 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         stats = DecodingStats()
         new_tokens = np.zeros(0, dtype=np.int64)
         if max_new_tokens > 0:
-            new_tokens = speculator.decode(prompt, max_new_tokens, eos_ids, sampling, rng, should_stop, on_tokens,
-                                           stats, banned)
+            new_tokens = speculative_decode(*target_and_drafter, prompt, max_new_tokens, eos_ids, sampling, rng,
+                                            should_stop, on_tokens, stats, banned)
         if streamer is not None:
             streamer.end()
         self.last_decoding_stats = stats
@@ -409,7 +347,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
     def _generate_plainly(self, inputs, generation_config, logits_processor, stopping_criteria,
                           prefix_allowed_tokens_fn, synced_gpus, streamer, negative_prompt_ids,
                           negative_prompt_attention_mask, tokenizer, kwargs):
-        for name in list(SPECULATIVE_DEFAULTS) + list(_SPECULATION_ARGUMENTS):
+        for name in list(SPECULATIVE_DEFAULTS) + list(SPECULATION_ARGUMENTS):
             kwargs.pop(name, None)
         if generation_config is not None and generation_config.prompt_lookup_num_tokens is not None:
             generation_config = GenerationConfig.from_dict(generation_config.to_dict())
@@ -431,16 +369,17 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 self.clear_requests()
         return session
 
-    def _speculator_for(self, config: GenerationConfig, assistant_model, eagle_tree: Optional[TreeSettings] = None):
-        """What speculates in this call: the EAGLE head (tree drafts, `eagle_tree` or the head's default shape), or
-        the target with a chain drafter; `None` when nothing drafts (plain decoding)."""
+    def _target_and_drafter(self, config: GenerationConfig, assistant_model,
+                            eagle_tree: Optional[TreeSettings] = None) -> Optional[Tuple[Target, Drafter]]:
+        """What speculates in this call: the EAGLE head (tree drafts, `eagle_tree` or the head's default shape) with
+        the tree-verifying target, or a chain drafter with the target's session; `None` when nothing drafts."""
         if config.prompt_lookup_num_tokens is None and assistant_model is None and self.eagle is not None:
-            if self.eagle._compiled is None:
+            if not self.eagle.is_compiled:
                 self.eagle.compile(self.model, self._device, target_ov_config(self._user_ov_config),
                                    drafter_ov_config(self._user_ov_config), attention_window(self.config))
-            return self.eagle.speculator(eagle_tree)
+            return self.eagle.target_and_drafter(eagle_tree)
         drafter = self._drafter_for(config, assistant_model)
-        return None if drafter is None else ChainSpeculator(self._target_session(), drafter)
+        return None if drafter is None else (SequenceTarget(self._target_session()), drafter)
 
     def _drafter_for(self, config: GenerationConfig, assistant_model) -> Optional[Drafter]:
         """The chain drafter this call asks for: prompt lookup, the per-call assistant, or the attached draft."""
@@ -479,7 +418,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                                   negative_prompt_ids, model_kwargs) -> Optional[str]:
         if input_ids.shape[0] != 1:
             return f"batch size {input_ids.shape[0]}: speculation runs one sequence at a time"
-        for name, neutral in _PLAIN_ONLY_SETTINGS.items():
+        for name, neutral in PLAIN_ONLY_SETTINGS.items():
             value = getattr(config, name, neutral)
             if value is not None and value != neutral and not (neutral is None and value in (0, 1.0, False)):
                 return f"`{name}={value}` is not supported with speculation"
@@ -519,15 +458,33 @@ def _unset(name: str, kwargs: dict, generation_config: Optional[GenerationConfig
     )
 
 
-_VARIANTS: Dict[type, type] = {}
+# optimum-intel's `_from_pretrained` builds some families with its own subclass (`init_cls`) rather than the class it
+# was called on; the model then becomes the matching declared class below, which adds speculation to that subclass.
+class OVSpeculativePhi3ForCausalLM(OVSpeculativeModelForCausalLM, OVPhi3ForCausalLM):
+    """`OVSpeculativeModelForCausalLM` for Phi-3 (optimum-intel's `OVPhi3ForCausalLM`)."""
+
+
+class OVSpeculativeBloomForCausalLM(OVSpeculativeModelForCausalLM, OVBloomForCausalLM):
+    """`OVSpeculativeModelForCausalLM` for BLOOM exported before transformers 4.44 (`OVBloomForCausalLM`)."""
+
+
+class OVSpeculativeGPTBigCodeForCausalLM(OVSpeculativeModelForCausalLM, OVGPTBigCodeForCausalLM):
+    """`OVSpeculativeModelForCausalLM` for GPT-BigCode (optimum-intel's `OVGPTBigCodeForCausalLM`)."""
+
+
+_FAMILY_CLASSES = {OVPhi3ForCausalLM: OVSpeculativePhi3ForCausalLM, OVBloomForCausalLM: OVSpeculativeBloomForCausalLM,
+                   OVGPTBigCodeForCausalLM: OVSpeculativeGPTBigCodeForCausalLM}
 
 
 def _speculative_variant(base: type) -> type:
-    """`OVSpeculativeModelForCausalLM` on top of an optimum-intel architecture-specific subclass."""
-    if base not in _VARIANTS:
-        name = "OVSpeculative" + base.__name__.removeprefix("OV")
-        _VARIANTS[base] = type(name, (OVSpeculativeModelForCausalLM, base), {"__module__": __name__})
-    return _VARIANTS[base]
+    """The declared speculative class for an optimum-intel family subclass; a TypeError for one we do not know (such
+    as the state-space models' class, whose cache cannot be rolled back)."""
+    if base not in _FAMILY_CLASSES:
+        raise TypeError(
+            f"optimum-intel loads this model as {base.__name__}, which OVSpeculativeModelForCausalLM does not support "
+            "(speculation needs a KV cache it can roll back). Load it with optimum.intel.OVModelForCausalLM."
+        )
+    return _FAMILY_CLASSES[base]
 
 
 def _tree_settings(tree: Union[TreeSettings, dict, None]) -> Optional[TreeSettings]:

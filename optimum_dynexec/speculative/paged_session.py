@@ -24,8 +24,7 @@ from typing import Optional
 import numpy as np
 import openvino as ov
 
-from .eagle import with_logits_rows
-from .kv_cache import LOGITS_ROWS_INPUT
+from .logits_rows import LOGITS_ROWS_INPUT, with_logits_rows
 
 
 _CACHE_INPUT_PREFIXES = ("key_cache.", "value_cache.")

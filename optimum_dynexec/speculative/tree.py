@@ -1,4 +1,5 @@
-"""Draft trees (EAGLE-2, Li et al. 2024, arXiv 2406.16858): expansion, re-ranking, attention masks, acceptance.
+"""Draft trees, the proposals every drafter makes (a chain is a tree with one branch), and EAGLE-2's tree search
+(Li et al. 2024, arXiv 2406.16858): expansion, re-ranking, attention masks. Acceptance is in `acceptance.py`.
 
 A draft tree hangs below a *root*: the last token the target chose, which is fed to the target together with the
 tree. Each node is one drafted token; its *score* is the drafter's cumulative log-probability of the path from the
@@ -12,34 +13,43 @@ verification call row 0 is the root and row `i + 1` node `i`.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
-from .sampling import sample
 
 
 @dataclass
 class DraftTree:
-    """Drafted tokens in tree form: node `i` is `tokens[i]`, a child of node `parents[i]` (`-1`: of the root),
-    at `depths[i]` (1 for the root's children), drafted with cumulative log-probability `scores[i]` (if known).
-    A chain is the tree whose `parents` are `-1, 0, 1, ...`."""
+    """A proposal: drafted tokens in tree form. Node `i` is `tokens[i]`, a child of node `parents[i]` (`-1`: of the
+    root), at `depths[i]` (1 for the root's children), drafted with cumulative log-probability `scores[i]` (if known).
+
+    A chain is the tree whose `parents` are `-1, 0, 1, ...` (`DraftTree.chain`); only a chain may carry `probs`, the
+    distribution each token was sampled from (`[len(tokens), vocab]`; `None`: chosen deterministically, i.e. one-hot
+    proposals, as greedy drafts, copied text and EAGLE's top-k expansions are).
+    """
 
     tokens: np.ndarray
     parents: np.ndarray
     depths: np.ndarray
     scores: Optional[np.ndarray] = None
+    probs: Optional[np.ndarray] = None
+    is_chain: bool = False
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     @classmethod
-    def chain(cls, tokens: np.ndarray) -> "DraftTree":
+    def chain(cls, tokens: np.ndarray, probs: Optional[np.ndarray] = None) -> "DraftTree":
         count = len(tokens)
-        return cls(np.asarray(tokens, dtype=np.int64), np.arange(-1, count - 1), np.arange(1, count + 1))
+        return cls(np.asarray(tokens, dtype=np.int64), np.arange(-1, count - 1), np.arange(1, count + 1),
+                   probs=probs, is_chain=True)
 
     def truncated(self, max_depth: int) -> "DraftTree":
         """The nodes at depth <= `max_depth` (parents-first order keeps parent indices valid)."""
+        if self.is_chain:
+            return self if max_depth >= len(self) else DraftTree.chain(
+                self.tokens[:max_depth], None if self.probs is None else self.probs[:max_depth])
         keep = self.depths <= max_depth
         if keep.all():
             return self
@@ -51,6 +61,8 @@ class DraftTree:
     def visibility(self) -> np.ndarray:
         """`[n + 1, n + 1]` booleans, root first: row `r` sees column `c` iff `c` is `r` or one of its ancestors."""
         count = len(self.tokens)
+        if self.is_chain:
+            return np.tri(count + 1, dtype=bool)
         visible = np.zeros((count + 1, count + 1), dtype=bool)
         visible[:, 0] = True
         for node, parent in enumerate(self.parents):
@@ -62,6 +74,10 @@ class DraftTree:
     def children(self, node: int) -> np.ndarray:
         """Indices of the children of `node` (`-1`: of the root), in drafting order (best score first)."""
         return np.flatnonzero(self.parents == node)
+
+
+NO_PROPOSAL = DraftTree.chain(np.zeros(0, dtype=np.int64))
+"""The empty proposal: the target then scores its last token alone, a plain decoding step."""
 
 
 class TreeCandidates:
@@ -145,46 +161,3 @@ def top_k_rows(log_probs: np.ndarray, top_k: int) -> Tuple[np.ndarray, np.ndarra
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def greedy_tree_accept(tree: DraftTree, target_logits: np.ndarray) -> Tuple[List[int], int]:
-    """Follow the target's argmax down the tree. Returns the accepted nodes (root to leaf) and the target's token
-    after the last of them; `target_logits` rows are root first, then the nodes."""
-    choices = target_logits.argmax(axis=-1)
-    path: List[int] = []
-    node = -1
-    while True:
-        choice = int(choices[node + 1])
-        children = tree.children(node)
-        match = children[tree.tokens[children] == choice]
-        if len(match) == 0:
-            return path, choice
-        node = int(match[0])
-        path.append(node)
-
-
-def sampling_tree_accept(tree: DraftTree, target_probs: np.ndarray, rng: np.random.Generator
-                         ) -> Tuple[List[int], int]:
-    """Exact speculative sampling on a tree of deterministic proposals (one-hot draft distributions).
-
-    At each node, the children are tried in order: child token `c` is accepted with probability `p(c)` under the
-    target's distribution `p` at that node, restricted to the tokens not yet rejected; a rejected token is removed
-    from `p`. When every child is rejected the next token is drawn from what remains of `p`. Each step therefore
-    emits a token distributed exactly as `p` (drawing without replacement, one candidate at a time), so the output
-    is distributed as the target's, whatever the tree.
-    """
-    path: List[int] = []
-    node = -1
-    while True:
-        probs = target_probs[node + 1].astype(np.float64, copy=True)
-        accepted = None
-        for child in tree.children(node):
-            token = tree.tokens[child]
-            if rng.random() * probs.sum() < probs[token]:
-                accepted = int(child)
-                break
-            probs[token] = 0.0
-        if accepted is None:
-            return path, sample(probs, rng)
-        node = accepted
-        path.append(node)

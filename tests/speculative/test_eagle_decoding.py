@@ -13,10 +13,10 @@ from optimum.intel import OVModelForCausalLM
 from scipy import stats as scipy_stats
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from optimum_dynexec.speculative.decoding import DecodingStats
-from optimum_dynexec.speculative.eagle import target_with_features
-from optimum_dynexec.speculative.eagle_decoding import EagleSpeculator, TreeSettings, _rows
-from optimum_dynexec.speculative.kv_cache import TreeDecoderSession
+from optimum_dynexec.speculative.decoding import DecodingStats, speculative_decode
+from optimum_dynexec.speculative.drafters import Drafter
+from optimum_dynexec.speculative.eagle import TreeSettings, target_with_features
+from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, sequence_inputs
 from optimum_dynexec.speculative.sampling import SamplingSettings
 from optimum_dynexec.speculative.tree import DraftTree
 from optimum_dynexec.weight_compression import weight_compression_config
@@ -41,8 +41,8 @@ def test_last_logits_only_scores_the_last_row_and_keeps_every_feature(tiny_model
     compiled = ov.Core().compile_model(rewritten, "CPU", {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
     full, last = (TreeDecoderSession(compiled.create_infer_request()) for _ in range(2))
     prompt = random_prompt(1, 12)[0].numpy()
-    full.run(_rows(input_ids=prompt, position_ids=np.arange(12)))
-    last.run(_rows(input_ids=prompt, position_ids=np.arange(12)), last_logits_only=True)
+    full.run(sequence_inputs(input_ids=prompt, position_ids=np.arange(12)))
+    last.run(sequence_inputs(input_ids=prompt, position_ids=np.arange(12)), last_logits_only=True)
     assert full.outputs("logits").shape[0] == 12 and last.outputs("logits").shape[0] == 1
     assert np.allclose(last.outputs("logits")[0], full.outputs("logits")[-1], atol=1e-5)
     assert not np.allclose(last.outputs("logits")[0], full.outputs("logits")[-2], atol=1e-2)
@@ -57,16 +57,16 @@ def test_tree_session_keeps_exactly_the_accepted_path(tiny_models, llama):
     compiled = ov.Core().compile_model(rewritten, "CPU", {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
     session = TreeDecoderSession(compiled.create_infer_request())
     prompt = random_prompt(0, 10)[0].numpy()
-    session.run(_rows(input_ids=prompt, position_ids=np.arange(10)))
+    session.run(sequence_inputs(input_ids=prompt, position_ids=np.arange(10)))
     # root 50; children 60, 61; 61 has children 70, 71; 71 has child 80. Keep root -> 61 -> 71 -> 80.
     tree = DraftTree(np.array([60, 61, 70, 71, 80]), np.array([-1, -1, 1, 1, 3]), np.array([1, 1, 2, 2, 3]))
     visible = np.ones((6, 16), dtype=bool)
     visible[:, 10:] = tree.visibility()
-    session.run(_rows(input_ids=np.concatenate([[50], tree.tokens]),
+    session.run(sequence_inputs(input_ids=np.concatenate([[50], tree.tokens]),
                       position_ids=10 + np.concatenate([[0], tree.depths])), visible)
     session.keep(10, np.array([0, 2, 4, 5]))
     assert session.length == 14
-    request = session.run(_rows(input_ids=np.array([90]), position_ids=np.array([14])))
+    request = session.run(sequence_inputs(input_ids=np.array([90]), position_ids=np.array([14])))
     sequence = torch.from_numpy(np.concatenate([prompt, [50, 61, 71, 80, 90]]))[None]
     with torch.no_grad():
         expected = torch_model(sequence).logits[0, -1].numpy()
@@ -87,19 +87,18 @@ def test_greedy_output_is_token_identical_with_a_published_format_head(llama, tr
         assert stats.drafted_tokens > 0 and stats.new_tokens == 40
 
 
-class OracleSpeculator(EagleSpeculator):
+class OracleDrafter(Drafter):
     """Drafts from the known right answer: the true path is present down to a random depth, at a random position
     among decoy siblings; below that depth every child is wrong. Greedy verification must accept exactly the
     true part, whatever the tree's shape."""
 
-    def __init__(self, target, head, answer, prompt_length, rng, target_window=None):
-        super().__init__(target, head, target_window=target_window)
+    def __init__(self, answer, prompt_length, rng):
         self.answer, self.prompt_length, self.rng = answer, prompt_length, rng
         self.designed = []
 
-    def _draft(self, pair_tokens, pair_features, length, max_depth):
-        # `length` tokens so far, the last one is the root; the true continuation follows it.
-        truth = self.answer[length - self.prompt_length :]
+    def propose(self, sequence, limit):
+        # The last token of `sequence` is the root; the true continuation follows it.
+        truth = self.answer[len(sequence) - self.prompt_length :]
         correct_depth = int(self.rng.integers(0, 5))
         tokens, parents, depths = [], [], []
         parent = -1
@@ -114,7 +113,7 @@ class OracleSpeculator(EagleSpeculator):
             on_path = [first + i for i, t in enumerate(choices) if t == true_token and depth <= correct_depth]
             parent = on_path[0] if on_path else first  # below the true part: grow under a wrong node
         self.designed.append(min(correct_depth, max(0, len(truth))))
-        return DraftTree(np.array(tokens), np.array(parents), np.array(depths))
+        return DraftTree(np.array(tokens), np.array(parents), np.array(depths)).truncated(limit)
 
 
 def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
@@ -122,9 +121,10 @@ def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
     model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
     prompt = random_prompt(7, 12)
     answer = np.array(new_tokens(plain, prompt, max_new_tokens=60))
-    oracle = OracleSpeculator(*model.eagle._compiled, answer, 12, np.random.default_rng(0))
+    target, _ = model.eagle.target_and_drafter()
+    oracle = OracleDrafter(answer, 12, np.random.default_rng(0))
     stats = DecodingStats()
-    output = oracle.decode(prompt[0].numpy(), 60, stats=stats)
+    output = speculative_decode(target, oracle, prompt[0].numpy(), 60, stats=stats)
     assert output.tolist() == answer.tolist()
     # Each verification accepted the designed number of true tokens (capped by the tokens left to generate).
     assert stats.accepted_lengths == [min(d, 60 - 2 - sum(stats.accepted_lengths[:i]) - i)
@@ -152,10 +152,10 @@ def test_targets_of_other_families_verify_trees_exactly(tiny_models, architectur
     answer = np.array(new_tokens(plain, prompt, max_new_tokens=40))
     assert new_tokens(model, prompt, max_new_tokens=40) == answer.tolist()
     assert model.last_decoding_stats.drafted_tokens > 0
-    oracle = OracleSpeculator(*model.eagle._compiled, answer, 12, np.random.default_rng(1),
-                              target_window=model.eagle.target_window)
+    target, _ = model.eagle.target_and_drafter()  # the tree target applies the model's attention window
+    oracle = OracleDrafter(answer, 12, np.random.default_rng(1))
     stats = DecodingStats()
-    assert oracle.decode(prompt[0].numpy(), 40, stats=stats).tolist() == answer.tolist()
+    assert speculative_decode(target, oracle, prompt[0].numpy(), 40, stats=stats).tolist() == answer.tolist()
     assert stats.accepted_lengths == [min(d, 40 - 2 - sum(stats.accepted_lengths[:i]) - i)
                                       for i, d in enumerate(oracle.designed)]
 
@@ -184,23 +184,25 @@ def test_chain_drafts_are_the_heads_own_greedy_rollout(llama, tmp_path):
     head = write_published_head(AutoConfig.from_pretrained(target_dir), tmp_path / "head", seed=1)
     model = load_speculative(target_dir, export=True, eagle_head=tmp_path / "head", eagle_quantization_config=False)
     model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
-    speculator = EagleSpeculator(*model.eagle._compiled, TreeSettings.chain(5))
+    target, drafter = model.eagle.target_and_drafter(TreeSettings.chain(5))
     prompt = random_prompt(3, 12)[0].numpy()
-    speculator.target.reset()
-    speculator.head.reset()
-    speculator.target.run(_rows(input_ids=prompt, position_ids=np.arange(12)))
-    features = speculator.target.outputs("hidden_states").copy()
-    root = int(speculator.target.outputs("logits")[-1].argmax())
+    computed = target.prefill(prompt)
+    features = computed.features.copy()
+    root = int(computed.logits[-1].argmax())
+    drafter.begin(prompt, computed, None, np.random.default_rng(0))
     pair_tokens = np.concatenate([prompt[1:], [root]])
     positions = []
-    run = speculator.head.run
-    speculator.head.run = lambda inputs, *args, **kwargs: (positions.append(inputs["position_ids"][0].tolist()),
-                                                          run(inputs, *args, **kwargs))[1]
-    drafted = speculator._draft(pair_tokens, features, 13)
+    run = drafter.head.run
+    drafter.head.run = lambda inputs, *args, **kwargs: (positions.append(inputs["position_ids"][0].tolist()),
+                                                        run(inputs, *args, **kwargs))[1]
+    try:
+        drafted = drafter.propose(np.concatenate([prompt, [root]]), 5)
+    finally:
+        del drafter.head.run
     # Pair i (feature of token i, token i + 1) sits at position i; the chain's levels continue from there.
     assert positions == [list(range(12)), [12], [13], [14], [15]]
-    last_feature = speculator.head.outputs("hidden_states")[-1].copy()  # of the last level's call
-    assert speculator.head.length == 12  # the drafts are rolled back; the head keeps the pairs only
+    last_feature = drafter.head.outputs("hidden_states")[-1].copy()  # of the last level's call
+    assert drafter.head.length == 12  # the drafts are rolled back; the head keeps the pairs only
 
     torch_target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
     embeddings, lm_head = torch_target.get_input_embeddings().weight, torch_target.get_output_embeddings().weight
@@ -230,12 +232,12 @@ def test_sampling_is_distributed_as_the_target(small):
     expected = (first[:, None] * second).sum(0).double().numpy()
 
     model.generate(prompt, max_new_tokens=2)  # compiles the EAGLE graphs
-    speculator = model.eagle.speculator(TreeSettings(depth=3, top_k=4, total_tokens=8))
+    target, drafter = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=4, total_tokens=8))
     sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
     trials, counts, accepted = 600, np.zeros(SMALL_VOCAB_SIZE), 0
     for _ in range(trials):
         stats = DecodingStats()
-        tokens = speculator.decode(prompt[0].numpy(), 3, sampling=sampling, rng=rng, stats=stats)
+        tokens = speculative_decode(target, drafter, prompt[0].numpy(), 3, sampling=sampling, rng=rng, stats=stats)
         counts[tokens[1]] += 1
         accepted += stats.accepted_lengths[0] > 0
     assert accepted > trials * 0.15  # the tree really proposed the second token often
@@ -318,7 +320,7 @@ def test_head_weights_are_8bit_unless_asked_otherwise(llama, monkeypatch):
 
 
 def test_errors_name_the_argument(llama, tmp_path, tiny_models):
-    from optimum_dynexec.speculative.eagle_model import OVEagle
+    from optimum_dynexec.speculative.eagle import OVEagle
 
     target_dir, head_dir, model, _ = llama
     other = tmp_path / "wider"

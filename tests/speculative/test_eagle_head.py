@@ -18,8 +18,7 @@ from optimum_dynexec.speculative.eagle import (
     load_eagle_head,
     target_with_features,
 )
-from optimum_dynexec.speculative.eagle_decoding import _rows
-from optimum_dynexec.speculative.eagle_training import (
+from optimum_dynexec.speculative.eagle.training import (
     EagleTrainingArguments,
     FeatureStore,
     drafted_features,
@@ -27,7 +26,7 @@ from optimum_dynexec.speculative.eagle_training import (
     generate_features,
     train_eagle_head,
 )
-from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, additive_mask
+from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, additive_mask, sequence_inputs
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +108,16 @@ def test_openvino_head_scores_a_tree_after_a_cache_like_torch(target, tmp_path):
     rng = np.random.default_rng(0)
     past_tokens = rng.integers(3, 100, 7)
     past_features = rng.normal(size=(7, hidden_size)).astype(np.float32)
-    session.run(_rows(input_ids=past_tokens, features=past_features, position_ids=np.arange(7)))
+    session.run(sequence_inputs(input_ids=past_tokens, features=past_features, position_ids=np.arange(7)))
     # A drafted row that is then rolled back: it stays in the state, masked, and must change nothing.
-    session.run(_rows(input_ids=[99], features=rng.normal(size=(1, hidden_size)), position_ids=[7]))
+    session.run(sequence_inputs(input_ids=[99], features=rng.normal(size=(1, hidden_size)), position_ids=[7]))
     session.rollback(7)
     # Two siblings, then a child of the second: rows see the past, their ancestors and themselves.
     tree_tokens = np.array([40, 41, 42])
     tree_features = rng.normal(size=(3, hidden_size)).astype(np.float32)
     visible = np.ones((3, 10), dtype=bool)
     visible[:, 7:] = [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
-    request = session.run(_rows(input_ids=tree_tokens, features=tree_features, position_ids=[7, 7, 8]), visible)
+    request = session.run(sequence_inputs(input_ids=tree_tokens, features=tree_features, position_ids=[7, 7, 8]), visible)
     tree = {name: request.get_tensor(name).data.copy() for name in ("logits", "hidden_states")}
     for row, path in enumerate([[0], [1], [1, 2]]):
         tokens = np.concatenate([past_tokens, tree_tokens[path]])
@@ -173,7 +172,7 @@ def test_rewriting_a_graph_without_sdpa_says_what_to_do():
 def test_unrolled_drafting_steps_are_what_the_head_computes_when_it_drafts(target):
     """`drafted_features` step s, row i == the head fed the exact pairs 0..i, then drafting s - 1 more times on its
     own predicted features (one row per call, attending to its cache), as the chain drafter does at inference."""
-    from optimum_dynexec.speculative.eagle_training import _GrowingCache
+    from optimum_dynexec.speculative.eagle.training import _GrowingCache
 
     _, model = target
     torch.manual_seed(0)
@@ -247,7 +246,7 @@ def _held_out_windows(target_dir, text_file):
 
 def test_training_resumes_from_its_checkpoint_and_features(text_target, tmp_path, monkeypatch):
     """A second run with the same arguments reuses the stored features and continues from the checkpoint."""
-    import optimum_dynexec.speculative.eagle_training as training
+    import optimum_dynexec.speculative.eagle.training as training
 
     target_dir, texts, _ = text_target
     arguments = EagleTrainingArguments(sequence_length=32, max_windows=40, epochs=1, batch_size=8,

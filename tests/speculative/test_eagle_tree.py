@@ -3,13 +3,8 @@
 import numpy as np
 import pytest
 
-from optimum_dynexec.speculative.tree import (
-    DraftTree,
-    TreeCandidates,
-    greedy_tree_accept,
-    log_softmax,
-    sampling_tree_accept,
-)
+from optimum_dynexec.speculative.acceptance import accept, greedy_tree_accept, sampling_tree_accept
+from optimum_dynexec.speculative.tree import DraftTree, TreeCandidates, log_softmax
 
 
 def _example_tree():
@@ -90,9 +85,11 @@ def test_greedy_tree_accept_follows_the_target_argmax():
     logits[0, 10] = 1  # root -> a (node 0)
     logits[1, 13] = 1  # a -> d (node 3, second child)
     logits[4, 7] = 1  # d -> 7 (no child)
-    assert greedy_tree_accept(tree, logits) == ([0, 3], 7)
+    path, token = greedy_tree_accept(tree, logits)
+    assert (path.tolist(), token) == ([0, 3], 7)
     logits[0, 10], logits[0, 3] = 0, 1  # root -> 3: not drafted
-    assert greedy_tree_accept(tree, logits) == ([], 3)
+    path, token = greedy_tree_accept(tree, logits)
+    assert (path.tolist(), token) == ([], 3)
 
 
 def test_sampling_tree_accept_is_distributed_as_the_target():
@@ -127,7 +124,21 @@ def test_sampling_tree_accept_never_emits_a_zero_probability_token():
     target_probs = np.array([[0.0, 0.0, 1.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
     for _ in range(200):
         path, token = sampling_tree_accept(tree, target_probs, rng)
-        assert path == [] and token == 2
+        assert path.tolist() == [] and token == 2
+
+
+def test_a_chain_is_accepted_alike_as_a_chain_and_as_a_tree():
+    """`accept` takes the vectorised chain rule for chains; the tree walk must agree with it on any target."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        tokens = rng.integers(0, 4, size=int(rng.integers(0, 6)))
+        logits = rng.normal(size=(len(tokens) + 1, 4))
+        chain = DraftTree.chain(tokens)
+        as_tree = DraftTree(chain.tokens, chain.parents, chain.depths)  # the same nodes, not marked a chain
+        chain_path, chain_token = accept(chain, logits, None, None)
+        tree_path, tree_token = accept(as_tree, logits, None, None)
+        assert (chain_path.tolist(), chain_token) == (tree_path.tolist(), tree_token)
+        assert np.array_equal(chain.visibility(), as_tree.visibility())
 
 
 @pytest.mark.parametrize("top_k", [1, 3])

@@ -23,16 +23,17 @@ def llama(tiny_models):
 
 @pytest.fixture
 def accept_spy(monkeypatch):
-    """Records `(draft_tokens, accepted_length)` of every greedy verification."""
+    """Records `(draft_tokens, accepted_length)` of every verification of a drafted chain."""
     calls = []
-    original = decoding.greedy_accept
+    original = decoding.accept
 
-    def spy(draft_tokens, target_logits):
-        accepted_length, next_token = original(draft_tokens, target_logits)
-        calls.append((draft_tokens.tolist(), accepted_length))
-        return accepted_length, next_token
+    def spy(proposal, target_logits, sampling, rng):
+        path, next_token = original(proposal, target_logits, sampling, rng)
+        if len(proposal):
+            calls.append((proposal.tokens.tolist(), len(path)))
+        return path, next_token
 
-    monkeypatch.setattr(decoding, "greedy_accept", spy)
+    monkeypatch.setattr(decoding, "accept", spy)
     return calls
 
 

@@ -17,9 +17,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from optimum_dynexec import OVSpeculativeModelForCausalLM, openvino_cpu
 from optimum_dynexec.openvino_cpu import CpuFacts, crash_free_properties
-from optimum_dynexec.speculative.decoding import BannedTokens, DecodingStats
+from optimum_dynexec.speculative.decoding import BannedTokens, DecodingStats, speculative_decode
 from optimum_dynexec.speculative.drafters import DraftModelDrafter
-from optimum_dynexec.speculative.eagle_decoding import TreeSettings
+from optimum_dynexec.speculative.eagle import TreeSettings
 from optimum_dynexec.speculative.paged_session import decoder_session_for
 from optimum_dynexec.speculative.sampling import SamplingSettings
 
@@ -104,7 +104,9 @@ def test_every_graph_the_package_compiles_follows_the_rule(llama, eagle_llama, t
         eagle = OVSpeculativeModelForCausalLM.from_pretrained(eagle_target, export=True, eagle_head=head_dir,
                                                               ov_config=default)
         eagle.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4)
-        assert [openvino_cpu.compiled_precision(graph) for graph in eagle.eagle._compiled] == [expected, expected]
+        eagle_target_session, eagle_drafter = eagle.eagle.target_and_drafter()
+        assert [openvino_cpu.compiled_precision(request) for request in
+                (eagle_target_session.session.request, eagle_drafter.head.request)] == [expected, expected]
     warnings = [record for record in caplog.records if "AMX" in record.getMessage()]
     assert len(warnings) == (1 if cpu.has_amx else 0)  # one line, once per process
 
@@ -220,13 +222,13 @@ def test_eagle_sampling_with_min_new_tokens_is_distributed_as_the_target(small):
     expected = (first[:, None] * second).sum(0).double().numpy()
 
     model.generate(prompt, max_new_tokens=2)  # compiles the EAGLE graphs
-    speculator = model.eagle.speculator(TreeSettings(depth=3, top_k=4, total_tokens=8))
+    target, drafter = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=4, total_tokens=8))
     sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
     trials, counts, accepted = 600, np.zeros(vocab), 0
     for _ in range(trials):
         stats = DecodingStats()
-        tokens = speculator.decode(prompt[0].numpy(), 3, eos_token_ids=[eos], sampling=sampling, rng=rng,
-                                   stats=stats, banned=BannedTokens(eos_until=2, eos_ids=(eos,)))
+        tokens = speculative_decode(target, drafter, prompt[0].numpy(), 3, eos_token_ids=[eos], sampling=sampling,
+                                    rng=rng, stats=stats, banned=BannedTokens(eos_until=2, eos_ids=(eos,)))
         counts[tokens[1]] += 1
         accepted += stats.accepted_lengths[0] > 0
     assert accepted > trials * 0.15 and counts[eos] == 0

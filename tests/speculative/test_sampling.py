@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from optimum_dynexec.speculative import decoding
+from optimum_dynexec.speculative import acceptance
 from optimum_dynexec.speculative.sampling import SamplingSettings, sample
-from optimum_dynexec.speculative.verify import speculative_accept
+from optimum_dynexec.speculative.tree import DraftTree
 
 from helpers.chi_square import SIGNIFICANCE, goodness_of_fit
 from helpers.tiny_causal_lm import load_speculative, random_prompt, shared_plain
@@ -77,7 +77,23 @@ def _resample_from_target_on_rejection(draft_tokens, draft_probs, target_probs, 
 
 
 
-def _run_acceptance(draft_tokens_of, draft_probs, target_probs, draws, seed=0, accept=speculative_accept):
+def _accept(draft_tokens, draft_probs, target_probs, rng):
+    """The package's rule, through its public entry (`acceptance.accept` on a chain): `(accepted, next_token)`."""
+    with np.errstate(divide="ignore"):
+        logits = np.log(target_probs)
+    path, next_token = acceptance.accept(DraftTree.chain(draft_tokens, draft_probs), logits, SamplingSettings(), rng)
+    return len(path), next_token
+
+
+def _as_chain_rule(rule):
+    """A rule in the form above, as `acceptance.speculative_chain_accept` (the accepted path, not its length)."""
+    def chain_rule(draft_tokens, draft_probs, target_probs, rng):
+        accepted, next_token = rule(draft_tokens, draft_probs, target_probs, rng)
+        return np.arange(accepted), next_token
+    return chain_rule
+
+
+def _run_acceptance(draft_tokens_of, draft_probs, target_probs, draws, seed=0, accept=_accept):
     """Emitted sequences (drafts kept + the target's token) of `draws` independent verifications."""
     rng = np.random.default_rng(seed)
     outputs = []
@@ -148,7 +164,7 @@ def test_speculative_accept_when_draft_equals_target():
     probs = rng.dirichlet(np.ones(5), size=3)
     draft_tokens = np.array([sample(row, rng) for row in probs[:2]])
     for _ in range(200):
-        accepted, _ = speculative_accept(draft_tokens, probs[:2], probs, rng)
+        accepted, _ = _accept(draft_tokens, probs[:2], probs, rng)
         assert accepted == 2
 
 
@@ -218,7 +234,7 @@ def test_speculative_sampling_is_exact(sampling_setup):
 def test_a_wrong_acceptance_rule_fails_the_same_check(sampling_setup, monkeypatch, wrong_rule, draws):
     """The exactness check has teeth: it rejects a loop whose acceptance rule is wrong."""
     target_dir, draft_dir, prompt, exact = sampling_setup
-    monkeypatch.setattr(decoding, "speculative_accept", wrong_rule)
+    monkeypatch.setattr(acceptance, "speculative_chain_accept", _as_chain_rule(wrong_rule))
     model = load_speculative(target_dir, draft_model=draft_dir)
     counts, _ = _draw(model, prompt, draws=draws, seed=0)
     assert goodness_of_fit(counts, exact) < SIGNIFICANCE

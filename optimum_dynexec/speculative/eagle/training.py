@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..learning_rate import warmup_cosine
-from .eagle import EagleHead, eagle_config_from_target, save_eagle_head
-from .self_distillation import greedy_continuation
+from ...learning_rate import warmup_cosine
+from ..self_distillation import greedy_continuation
+from .head import EagleHead, eagle_config_from_target, save_eagle_head
 
 
 WORK_FOLDER = ".eagle-work"

@@ -14,18 +14,20 @@ The target needs no second copy: its tree-verifying graph is derived, when compi
 import json
 import shutil
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import openvino as ov
 
-from ..openvino_cpu import crash_free, has_state
-from ..utils.io import atomic_directory
-from ..utils.model_files import openvino_error_reason
-from ..weight_compression import compress_weights
-
-from .eagle import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, export_eagle_head, load_eagle_head, \
-    target_with_features, with_logits_rows
-from .eagle_decoding import EagleSpeculator, TreeSettings
+from ...openvino_cpu import crash_free, has_state
+from ...utils.io import atomic_directory
+from ...utils.model_files import openvino_error_reason
+from ...weight_compression import compress_weights
+from ..kv_cache import TreeDecoderSession
+from ..logits_rows import with_logits_rows
+from ..targets import TreeTarget
+from .drafter import EagleDrafter, TreeSettings
+from .graphs import export_eagle_head, target_with_features
+from .head import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, load_eagle_head
 
 
 EAGLE_SUBFOLDER = "eagle"
@@ -40,7 +42,7 @@ class OVEagle:
 
     Build it with `OVEagle.export(target_checkpoint, head_dir)` or load a saved one with `OVEagle.load(folder)`;
     `compile(target_model)` derives the target's tree-verifying graph from its optimum-intel graph, and
-    `speculator(settings)` gives what `generate()` runs.
+    `target_and_drafter(settings)` gives what `generate()` runs.
 
     Args:
         head_model (`openvino.Model`): `eagle.export_eagle_head(...)`.
@@ -53,6 +55,7 @@ class OVEagle:
         self.head_folder = Path(head_folder)
         self.tree = tree
         self._compiled = None
+        self._running = None
         self.target_window: Optional[int] = None  # the compiled target's sliding attention window, set by `compile`
 
     # ----------------------------------------------------------------------------------------------- building
@@ -131,17 +134,23 @@ class OVEagle:
             for graph, config in ((target, target_config), (self.head_model, head_config))
         )
         self.target_window = target_window
-        self._speculator = None
+        self._running = None
 
-    def speculator(self, tree: Optional[TreeSettings] = None) -> EagleSpeculator:
-        """The generation loop on the compiled graphs, with `tree` (default: `self.tree`). Reused between calls."""
+    @property
+    def is_compiled(self) -> bool:
+        return self._compiled is not None
+
+    def target_and_drafter(self, tree: Optional[TreeSettings] = None) -> Tuple[TreeTarget, EagleDrafter]:
+        """What `decoding.speculative_decode` runs: the tree-verifying target and the head's drafter, drafting `tree`
+        (default: `self.tree`). Both are reused between calls (each owns an infer request and its KV cache)."""
         if self._compiled is None:
-            raise ValueError("Call `compile()` before asking for a speculator.")
-        tree = tree or self.tree
-        if getattr(self, "_speculator", None) is None:
-            self._speculator = EagleSpeculator(*self._compiled, tree, target_window=self.target_window)
-        self._speculator.settings = tree
-        return self._speculator
+            raise ValueError("Call `compile()` before asking for the target and drafter.")
+        if self._running is None:
+            target, head = self._compiled
+            self._running = (TreeTarget(TreeDecoderSession(target.create_infer_request(), window=self.target_window)),
+                             EagleDrafter(head))
+        self._running[1].settings = tree or self.tree
+        return self._running
 
 
 def has_transformers_weights(folder: Union[str, Path]) -> bool:

@@ -1,0 +1,17 @@
+"""EAGLE (Li et al. 2024, arXiv 2401.15077; EAGLE-2, arXiv 2406.16858): feature-level drafting for one target.
+
+    head.py      the torch head and the published checkpoint format (load / save)
+    graphs.py    its OpenVINO graphs: the head, and the target rewritten to verify trees and output its features
+    drafter.py   `EagleDrafter`: chains or dynamic trees, a `drafters.Drafter` run by the one loop (`decoding.py`)
+    ov_eagle.py  `OVEagle`: the `eagle/` sub-folder of a saved model, compiled into a target and a drafter
+    training.py  training a head on the target's features (`optimum-cli dynexec train-eagle`)
+"""
+
+from .drafter import EagleDrafter, TreeSettings
+from .graphs import attention_with_shared_mask, export_eagle_head, target_with_features
+from .head import EagleHead, eagle_config_from_target, load_eagle_head, save_eagle_head
+from .ov_eagle import EAGLE_SUBFOLDER, OVEagle, has_transformers_weights
+
+__all__ = ["EagleDrafter", "TreeSettings", "attention_with_shared_mask", "export_eagle_head", "target_with_features",
+           "EagleHead", "eagle_config_from_target", "load_eagle_head", "save_eagle_head", "EAGLE_SUBFOLDER", "OVEagle",
+           "has_transformers_weights"]
