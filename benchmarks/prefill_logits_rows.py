@@ -22,7 +22,7 @@ def main():
     import openvino as ov
 
     from optimum_dynexec.fixtures.real_model import real_model
-    from optimum_dynexec.speculative.eagle import with_logits_rows
+    from optimum_dynexec.speculative.logits_rows import with_logits_rows
 
     core = ov.Core()
     model = with_logits_rows(core.read_model(real_model()["openvino"] / "openvino_model.xml"))
