@@ -22,7 +22,7 @@ $(STAMP): setup.py Makefile
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m optimum_dynexec.demo
+	$(BIN)/python -m lab.demo
 
 test: install
 	$(BIN)/python -m pytest -q tests

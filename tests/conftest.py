@@ -16,7 +16,7 @@ pytest.register_assert_rewrite("helpers")
 
 from helpers.tiny_causal_lm import TinyModels  # noqa: E402
 
-from optimum_dynexec.fixtures.cache import fixture_cache_dir  # noqa: E402
+from lab.fixtures.cache import fixture_cache_dir  # noqa: E402
 
 # Exports and pytest call `gc.collect()`, which would walk the hundreds of thousands of long-lived objects that
 # importing transformers and optimum creates, for seconds each time: move those out of the collector's way.

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
-from ..benchmark.classification import (DEFAULT_BATCH_SIZES, DEFAULT_REPEATS as CLASSIFICATION_REPEATS,
-                                        DEFAULT_SPLIT as CLASSIFICATION_SPLIT,
-                                        DEFAULT_TIMING_EXAMPLES, TASK as CLASSIFICATION)
 from ..extras import install_hint, missing_extra
 
-# Kept in step with optimum_dynexec.benchmark.generation (which imports numpy, too heavy for argument setup).
+CLASSIFICATION = "text-classification"
+DEFAULT_BATCH_SIZES = (1, 32)
+CLASSIFICATION_REPEATS = 5
+DEFAULT_TIMING_EXAMPLES = 1024
+CLASSIFICATION_SPLIT = "test"
+# Kept in step with lab.benchmark.generation (which imports numpy, too heavy for argument setup; a test checks).
 REAL_MODEL = "real"
 MODES = ("plain", "genai_plain", "genai_prompt_lookup", "genai_draft", "prompt_lookup", "draft", "eagle")
 BUILTIN_KINDS = ("chat", "grounded", "random")
@@ -32,6 +34,27 @@ GENERATION_ONLY = ("draft_model", "prompts", "kinds", "prompts_per_kind", "seed"
                    "prompt_lookup_tokens", "fixture")
 CLASSIFICATION_ONLY = ("dataset", "text_column", "label_column", "target_accuracy", "confidence", "threshold",
                        "batch_sizes", "timing_examples", "max_length")
+
+
+def lab_module(name: str):
+    """`lab.<name>` from the checkout this package is installed from: the benchmark harnesses and their data (prompt
+    sets, text sets, the real-model fixture) are the project's lab, which is not part of the installed library.
+    SystemExit saying what to do when there is no checkout."""
+    import importlib
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    if (root / "lab" / "__init__.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(f"lab.{name}")
+    except ModuleNotFoundError as error:
+        if error.name not in ("lab", f"lab.{name}"):
+            raise
+        raise SystemExit(
+            "`optimum-cli dynexec benchmark` runs the harnesses in the repository's lab/ folder, which is not "
+            "installed: run it from a checkout installed with `pip install -e .` (`make benchmark`)."
+        ) from None
 
 
 def positive_int(value: str) -> int:
@@ -105,7 +128,7 @@ def check_task_options(args) -> None:
 
 def check_classification_arguments(args) -> None:
     """--task text-classification: an early-exit folder and a dataset are needed; ValueError before any model loads."""
-    from ..benchmark.classification import model_folder_kind
+    from ..early_exit.config import early_exit_folder_kind
 
     given = getattr(args, "given_options", set())
     missing = [_option(name) for name in ("model", "dataset") if name not in given]
@@ -113,7 +136,7 @@ def check_classification_arguments(args) -> None:
         raise ValueError(f"--task {CLASSIFICATION} needs {' and '.join(missing)}: --model <folder written by "
                          "`optimum-cli export dynexec --task text-classification` or `train-exits`> --dataset "
                          "<CSV/JSON file or folder of splits>.")
-    model_folder_kind(args.model, "--model")
+    early_exit_folder_kind(args.model, "--model")
     if args.target_accuracy is not None and not 0.0 < args.target_accuracy <= 1.0:
         raise ValueError(f"--target-accuracy is a fraction of full accuracy such as 0.99, got {args.target_accuracy}.")
     if args.confidence is not None and not 0.0 < args.confidence < 1.0:
@@ -148,9 +171,7 @@ def check_arguments(args) -> None:
         if path.is_dir() and not ((path / "openvino_model.xml").is_file() or (path / "config.json").is_file()):
             raise ValueError(f"{option} {value!r} holds neither openvino_model.xml nor config.json.")
     if args.prompts is not None:
-        from optimum_dynexec.benchmark.prompt_sets import read_prompts_file
-
-        read_prompts_file(args.prompts, args.kinds, args.prompts_per_kind)  # fails here, with the file's name
+        lab_module("benchmark.prompt_sets").read_prompts_file(args.prompts, args.kinds, args.prompts_per_kind)  # fails here, with the file's name
     else:
         unknown = sorted(set(args.kinds or ()) - set(BUILTIN_KINDS))
         if unknown:
@@ -226,7 +247,7 @@ class BenchmarkCommand(BaseOptimumCLICommand):
         classification.add_argument(
             "--dataset", default=None,
             help="Labelled texts: a .csv/.tsv/.json/.jsonl file (measured whole), or a folder of split files "
-            "(train/validation/test.csv, as `python -m optimum_dynexec.benchmark.classification data` writes), or a "
+            "(train/validation/test.csv, as `python -m lab.benchmark.classification data` writes), or a "
             "cached `datasets` set. Required for text-classification.",
         )
         classification.add_argument(
@@ -299,7 +320,9 @@ class BenchmarkCommand(BaseOptimumCLICommand):
         # openvino-genai only adds comparison rows, so its absence is a note rather than an error.
         if missing_extra("genai") is not None:
             print(f"openvino-genai is not installed, its rows are skipped ({install_hint('genai')}).")
-        from optimum_dynexec.benchmark.generation import benchmark_model, format_table, run_fixture_benchmark
+        generation = lab_module("benchmark.generation")
+        benchmark_model, format_table = generation.benchmark_model, generation.format_table
+        run_fixture_benchmark = generation.run_fixture_benchmark
 
         if args.fixture is not None:
             results, context, output = run_fixture_benchmark(
@@ -326,7 +349,8 @@ class BenchmarkCommand(BaseOptimumCLICommand):
 
     def run_classification(self, args) -> None:
         """`--task text-classification`: `benchmark_classifier` with the command's options; prints the table."""
-        from optimum_dynexec.benchmark.classification import benchmark_classifier, format_report
+        classification = lab_module("benchmark.classification")
+        benchmark_classifier, format_report = classification.benchmark_classifier, classification.format_report
 
         try:
             report, json_path, png_path = benchmark_classifier(

@@ -16,8 +16,8 @@ class TrainEagleCommand(BaseOptimumCLICommand):
             "--dataset",
             required=True,
             help="Training text: a .txt file (documents separated by form feeds), a .json/.jsonl file with a text "
-            "column, a folder of .txt/.py/.md files, `stdlib` (this Python's standard library, held-out files "
-            "excluded) or a `datasets` name.",
+            "column, a folder of .txt/.py/.md files (e.g. this Python's standard library, "
+            "`python -c 'import sysconfig; print(sysconfig.get_paths()[\"stdlib\"])'`) or a `datasets` name.",
         )
         parser.add_argument("--output", required=True, help="Folder to write the head to (config.json + weights).")
         parser.add_argument("--text-column", default="text")
@@ -55,13 +55,7 @@ class TrainEagleCommand(BaseOptimumCLICommand):
         args = self.args
         if args.threads:
             torch.set_num_threads(args.threads)
-        if args.dataset == "stdlib":
-            from ..fixtures import corpus
-
-            training_files, _ = corpus.split_source_files(corpus.list_source_files())
-            texts = [source.text for source in training_files]
-        else:
-            texts = load_training_texts(args.dataset, args.split, args.text_column)
+        texts = load_training_texts(args.dataset, args.split, args.text_column)
         arguments = EagleTrainingArguments(
             sequence_length=args.sequence_length,
             max_windows=args.max_windows or None,

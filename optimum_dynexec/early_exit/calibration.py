@@ -6,7 +6,8 @@ sweep of 100 thresholds costs one pass. Speed is reported as the layer speed-up,
 layer: the ideal a segmented runtime can reach; benchmarks measure the real one.
 
 A threshold picked as "the fastest one at >= 99% on validation" lands where validation noise happened to be kind,
-so on new data it tends to fall short (on 2,500 texts, the paired noise of relative accuracy is ~0.5%). With
+so on new data it tends to fall short (the paired noise of relative accuracy on a few thousand texts is as large as
+the margin it keeps). With
 `confidence`, every point also carries a lower bound of its relative accuracy (a paired bootstrap over the
 examples) and the pick requires that bound, not the point estimate, to reach the target. That bound is still a
 heuristic. `certify_threshold` gives a stated guarantee instead: Learn-then-Test (Angelopoulos et al., 2021,

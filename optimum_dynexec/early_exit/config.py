@@ -148,3 +148,28 @@ def validate_entropy_threshold(entropy_threshold) -> float:
 def _is_real(value) -> bool:
     # bool is an Integral, but True as a threshold is far more likely a mistake than "exit everything at layer 1".
     return isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool)
+
+
+# What tells the two kinds of early-exit folder apart, by file name alone.
+EXPORTED_FILES = ("openvino_model.xml", EARLY_EXIT_CONFIG_NAME)
+CHECKPOINT_FILES = (EARLY_EXIT_CONFIG_NAME, f"{EXITS_DIR_NAME}/{EXIT_HEADS_WEIGHTS_NAME}")
+
+
+def early_exit_folder_kind(model, argument: str = "--model") -> str:
+    """"exported" for an early-exit OpenVINO folder, "checkpoint" for a `train-exits` checkpoint; ValueError naming
+    `argument` and the fix for anything else. Reads only file names: it runs before any model loads."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise ValueError(
+            f"{argument} {model!r} is not a folder ({folder.absolute()}): pass the folder written by `optimum-cli "
+            "export dynexec --task text-classification` or by `optimum-cli dynexec train-exits`."
+        )
+    if all((folder / name).is_file() for name in EXPORTED_FILES):
+        return "exported"
+    if all((folder / name).is_file() for name in CHECKPOINT_FILES):
+        return "checkpoint"
+    raise ValueError(
+        f"{argument} {model!r} holds neither an exported early-exit model ({' + '.join(EXPORTED_FILES)}, from "
+        f"`optimum-cli export dynexec --task text-classification`) nor trained exits ({' + '.join(CHECKPOINT_FILES)}, "
+        "from `optimum-cli dynexec train-exits`)."
+    )

@@ -501,8 +501,8 @@ def _infer_shared(request, inputs: dict) -> list:
     """Run `request` on `inputs` (names or port indices to C-contiguous arrays) without copying in or out.
 
     Binds each input with `set_tensor` on the caller's memory and reads the outputs as views of the request's
-    buffers: the generic `infer(dict)` dispatcher costs ~0.1-0.2 ms per call, a large share of one encoder layer on a
-    short text at batch 1. Each segment's outputs are read before that segment runs again.
+    buffers: the generic `infer(dict)` dispatcher costs a large share of one encoder layer on a short text at batch 1
+    (lab/experiments/early_exit_call_costs.py). Each segment's outputs are read before that segment runs again.
     """
     for key, value in inputs.items():
         tensor = openvino.Tensor(value, shared_memory=True)

@@ -7,8 +7,8 @@
       -> logits, exit_layer
 
 Why: at batch 1 each OpenVINO call costs a fixed share beyond its kernels (binding, and re-planning a request whose
-input shape changed since its last call): ~0.5 ms of a ~1.45 ms MiniLM segment call in docs/benchmarks.md's profile
-(early exit, session 4). Running segment by segment, a row pays that once per layer it runs, plus the Python between
+input shape changed since its last call), about a third of a MiniLM segment call on a short text (profiled in
+docs/lab-notebook.md, early exit). Running segment by segment, a row pays that once per layer it runs, plus the Python between
 calls; in one graph it pays it once. Batches keep the segment-by-segment path, which drops the rows that have left
 (an `If` decides for the whole batch).
 

@@ -26,7 +26,7 @@ def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[d
     """OpenVINO properties of a drafter (a draft model, an EAGLE head): the caller's `ov_config` without its precision
     settings, then the drafter's own. A drafter only proposes, so its precision cannot change the output, and an f32 draft (inherited from an
     `ov_config` asking f32 for exactness) measured slower than the same draft at the CPU's default bf16
-    (benchmarks/draft_settings.py; docs/lab-notebook.md)."""
+    (lab/experiments/draft_settings.py; docs/lab-notebook.md)."""
     inherited = {key: value for key, value in (user_ov_config or {}).items() if key not in EXACT_PRECISION_CONFIG}
     return {**inherited, **(drafter_config or {})}
 
@@ -38,7 +38,7 @@ EAGLE_HEAD_DEFAULT_COMPRESSION = {"bits": 8, "sym": True}
 # Defaults where the caller leaves assisted-generation settings unset. transformers' own defaults (20 tokens,
 # constant) suit a GPU; on a CPU every rejected draft token costs target time, so start short and adapt. No
 # confidence stop: with the benchmark fixture's self-distilled draft it cut tokens per verification more than it saved
-# in draft calls (benchmarks/draft_settings.py; docs/lab-notebook.md).
+# in draft calls (lab/experiments/draft_settings.py; docs/lab-notebook.md).
 SPECULATIVE_DEFAULTS = {
     "num_assistant_tokens": 5,
     "num_assistant_tokens_schedule": "heuristic",

@@ -162,7 +162,7 @@ class DraftModelDrafter(ChainDrafter):
             return self._feed(missing, last_logits_only=True)[-1]
         # A few tokens go one call each: OpenVINO's CPU plugin re-plans a request whenever its input shape
         # changes, which costs the changed call and the next one about as much as a whole single-token draft
-        # step (benchmarks/call_costs.py: 7.6 ms for 6 tokens fed 1-1-1-1-2, 6.1 ms fed one by one).
+        # step (measured by lab/experiments/call_costs.py).
         for index in range(len(missing)):
             logits = self._feed(missing[index : index + 1])
         return logits[-1]

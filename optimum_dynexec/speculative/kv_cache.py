@@ -5,8 +5,8 @@ Speculative decoding appends draft tokens to the cache and must forget the rejec
 module serves the rest, and EAGLE's tree verification. The two export forms need different mechanics:
 
 * **Stateful** (optimum-intel's default): the KV cache lives inside the compiled model as OpenVINO variables.
-  Reading and writing those variables copies (and, at bf16/u8 cache precision, converts) the whole cache: ~15-20 ms
-  for a 28M-parameter model with 300 cached tokens, more than a decoding step. So rejected entries are never
+  Reading and writing those variables copies (and, at bf16/u8 cache precision, converts) the whole cache, which for a
+  few hundred cached tokens costs more than a decoding step. So rejected entries are never
   copied out; they stay in the cache and are *masked*: the 2D `attention_mask` input carries a 0 in their slot and
   `position_ids` are given explicitly, so every later query ignores them exactly (softmax weight 0), as if they had
   been trimmed. The cost is that masked slots still occupy memory and attention bandwidth, bounded by the number
@@ -74,7 +74,7 @@ class DecoderSession:
         self.window = window
         model = request.get_compiled_model()
         # Inputs are bound with set_tensor on shared numpy memory: the generic `infer(dict)` dispatcher costs
-        # ~0.2 ms per call, which is a large share of a small draft model's step.
+        # a large share of a small draft model's step per call.
         self._ports = {port.get_any_name(): port for port in model.inputs}
         self._logits_port = next(i for i, port in enumerate(model.outputs) if "logits" in port.get_names())
         self._past_inputs: List[ov.Output] = [
@@ -303,8 +303,8 @@ class TreeDecoderSession(DecoderSession):
 
         `visible`: `[n, length + n]` booleans, which cached and new rows each new row attends to; `None` is causal.
         `pad_to`: run at least this many rows, the extra ones copies of the last row that only see themselves and
-        are masked out at once. OpenVINO's CPU plugin re-plans a request whenever its input shape changes (~1 ms
-        for a small graph, more than the call itself), so a caller whose row counts vary pads them to one size.
+        are masked out at once. OpenVINO's CPU plugin re-plans a request whenever its input shape changes (for a
+        small graph, more than the call itself), so a caller whose row counts vary pads them to one size.
         `last_logits_only`: compute `logits` for the last real row alone (`outputs("logits")` is then `[1, vocab]`).
         """
         count, start = inputs["input_ids"].shape[-1], self.length

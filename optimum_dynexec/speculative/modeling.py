@@ -118,7 +118,7 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
                 (`INFERENCE_PRECISION_HINT`, `KV_CACHE_PRECISION`): a drafter only proposes tokens, so its precision
                 never changes the output, and it runs at the device's fastest (bf16 where the CPU has it) unless
                 `draft_ov_config` says otherwise. It runs on as many threads as the target (on the benchmark
-                fixture's draft, 2 threads beat 1 in every paired repeat, benchmarks/draft_settings.py).
+                fixture's draft, 2 threads beat 1 in every paired repeat, lab/experiments/draft_settings.py).
             eagle_head: a folder (or hub id) holding an EAGLE head in the published format (`config.json` with
                 `num_hidden_layers: 1`, `fc.*`, `layers.0.*` weights), trained for this target, e.g. by
                 `optimum-cli dynexec train-eagle`. Exporting it needs the target's transformers checkpoint

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from helpers.tiny_classifiers import exported_folder, synthetic_task
 
-from optimum_dynexec.benchmark.classification import run_benchmark
+from lab.benchmark.classification import run_benchmark
 
 
 def _write_split(folder, name, count, seed):

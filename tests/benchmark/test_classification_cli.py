@@ -11,7 +11,7 @@ import pytest
 from helpers.optimum_cli import HEAVY_MODULES, loaded_modules, optimum_cli
 from helpers.tiny_classifiers import exported_folder, synthetic_task
 
-from optimum_dynexec.benchmark.classification import benchmark_classifier, format_report, load_benchmark_data
+from lab.benchmark.classification import benchmark_classifier, format_report, load_benchmark_data
 from optimum_dynexec.commands.benchmark import BenchmarkCommand, check_arguments
 from optimum_dynexec.commands.calibrate_exits import CalibrateExitsCommand
 from optimum_dynexec.commands.train_exits import TrainExitsCommand

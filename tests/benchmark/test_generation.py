@@ -11,8 +11,8 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
 from helpers.tiny_causal_lm import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
-from optimum_dynexec.benchmark import generation, prompt_sets
-from optimum_dynexec.benchmark.prompt_sets import BenchmarkPrompt, encode_prompt
+from lab.benchmark import generation, prompt_sets
+from lab.benchmark.prompt_sets import BenchmarkPrompt, encode_prompt
 from optimum_dynexec.commands import benchmark as command
 from optimum_dynexec.speculative.modeling import EXACT_PRECISION_CONFIG
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from optimum_dynexec.benchmark.text_sets import (
+from lab.benchmark.text_sets import (
     build_text_set,
     ensure_text_set,
     read_debian_package_lists,
@@ -168,7 +168,7 @@ def test_a_users_folder_is_refused_and_left_intact(tmp_path):
     ):
         with pytest.raises(ValueError, match=rf"^--data {user} exists and holds files that are not a text set written "
                                              r"by optimum-dynexec .*pass an empty or new folder, or a folder built by "
-                                             r"`python -m optimum_dynexec.benchmark.classification data"):
+                                             r"`python -m lab.benchmark.classification data"):
             call()
     assert read == []  # refused before reading any source
     assert sorted(path.name for path in user.iterdir()) == ["notes.txt", "train.csv"]
@@ -192,7 +192,7 @@ def test_a_text_set_is_rebuilt_in_place_but_a_file_added_to_it_is_kept(tmp_path)
 
 
 def test_the_data_command_names_its_option(tmp_path, capsys):
-    from optimum_dynexec.benchmark.classification import main
+    from lab.benchmark.classification import main
 
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")

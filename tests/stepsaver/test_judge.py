@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from optimum_dynexec.benchmark.shape_judge import (JudgeRecipe, PromptFacts, ShapeJudge, _procedural_set,
+from lab.benchmark.shape_judge import (JudgeRecipe, PromptFacts, ShapeJudge, _procedural_set,
                                                   judge_code_fingerprint)
-from optimum_dynexec.fixtures.stable_diffusion import SCENE_KINDS, render_scene, sample_scene
+from lab.fixtures.stable_diffusion import SCENE_KINDS, render_scene, sample_scene
 
 
 @pytest.mark.parametrize("kind", SCENE_KINDS)
@@ -65,8 +65,8 @@ def test_judge_refuses_wrong_images(small_judge):
 
 
 def test_the_judge_cache_key_follows_the_code_that_defines_the_judge(monkeypatch):
-    from optimum_dynexec.benchmark import shape_judge
-    from optimum_dynexec.fixtures import stable_diffusion
+    from lab.benchmark import shape_judge
+    from lab.fixtures import stable_diffusion
 
     before = judge_code_fingerprint()
     assert judge_code_fingerprint() == before  # stable between calls

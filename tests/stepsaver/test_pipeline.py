@@ -11,7 +11,7 @@ import pytest
 import torch
 from optimum.intel import OVStableDiffusionPipeline
 
-from optimum_dynexec.fixtures.stable_diffusion import build_tiny_pipeline
+from lab.fixtures.stable_diffusion import build_tiny_pipeline
 from optimum_dynexec.stepsaver import OVStepSaverStableDiffusionPipeline, StepPredictor
 from optimum_dynexec.stepsaver.labels import LABELS_FORMAT_VERSION, LabelSettings, label_prompts, read_labels
 from optimum_dynexec.stepsaver.training import PredictorTrainingArguments, train_from_labels_file
@@ -216,7 +216,7 @@ class _BrightnessJudge:
 
 
 def test_benchmark_compares_stepsaver_with_fixed_counts_on_the_same_prompts(pipeline):
-    from optimum_dynexec.benchmark.diffusion import STEPSAVER, format_table, run_benchmark
+    from lab.benchmark.diffusion import STEPSAVER, format_table, run_benchmark
 
     prompts = [PLAIN, BUSY, "a big blue circle on a gray background"]
     result = run_benchmark(pipeline, prompts, fixed_steps=(3, 6, 9), repeats=2, guidance_scale=2.0, progress=False,

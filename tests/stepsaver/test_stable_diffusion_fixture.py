@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from optimum_dynexec.fixtures.stable_diffusion import (
+from lab.fixtures.stable_diffusion import (
     COLOURS,
     SCENE_KINDS,
     build_clip_tokenizer,

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from optimum_dynexec.fixtures.stable_diffusion import build_clip_tokenizer
+from lab.fixtures.stable_diffusion import build_clip_tokenizer
 from optimum_dynexec.stepsaver.labels import LABELS_FORMAT_VERSION
 from optimum_dynexec.stepsaver.training import (
     PredictorTrainingArguments,

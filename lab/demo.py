@@ -1,0 +1,96 @@
+"""The main job on the embedded default: `make demo` / `python -m lab.demo`.
+
+On a real pretrained model, SmolLM2-135M-Instruct (installed from PyPI as a GGUF file, converted and exported to
+OpenVINO on first use, then cached): streams answers generated with speculation (prompt lookup), then measures them
+side by side with what a user runs today, plain `OVModelForCausalLM` at its default settings, in the same run
+(interleaved, medians over repeats), and says how often the two outputs agree.
+"""
+
+import argparse
+import statistics
+import time
+
+PROMPTS = {
+    "chat": "What are the main differences between a list and a tuple in Python?",
+    "grounded": (
+        "Fix the spelling in this text and return it:\n\n"
+        "Teh quick brwon fox jumpd over teh lazy dog. It was a sunny dya and evryone in the vilage was hapy. The "
+        "childern playd in the feilds untill the sun went down, and their parnets watchd them from the porch."
+    ),
+}
+
+
+def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_num_tokens: int = 5) -> dict:
+    """Stream one answer per prompt kind, then time plain vs speculative on them; returns the measurements."""
+    import torch
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer, TextStreamer
+
+    from optimum_dynexec import OVSpeculativeModelForCausalLM
+    from lab.fixtures.real_model import real_model
+
+    print("== Speculative generation on a real model: SmolLM2-135M-Instruct (OpenVINO, default precision)")
+    folder = real_model()["openvino"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    plain = OVModelForCausalLM.from_pretrained(folder)  # the user's baseline: optimum-intel at its defaults
+    ours = OVSpeculativeModelForCausalLM.from_pretrained(folder)
+    speculation = dict(prompt_lookup_num_tokens=prompt_lookup_num_tokens)
+    settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+
+    inputs = {}
+    for kind, question in PROMPTS.items():
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+        inputs[kind] = tokenizer(text, return_tensors="pt")
+        print(f"\n-- {kind} prompt ------------------------------------------------------------\n{question}\n"
+              f"-- answer (streamed, speculative) ---------------------------------------")
+        ours.generate(**inputs[kind], streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+                      max_new_tokens=max_new_tokens, do_sample=False, **speculation)
+
+    print(f"\n-- timing: {repeats} repeats, interleaved, {max_new_tokens} new tokens each --")
+    sides = (("plain", plain, {}), ("speculative", ours, speculation))
+    runs = {(kind, mode): (lambda model=model, encoded=encoded, extra=extra: model.generate(**encoded, **settings,
+                                                                                            **extra))
+            for kind, encoded in inputs.items() for mode, model, extra in sides}
+    outputs = {key: run() for key, run in runs.items()}  # warm-up, and the outputs compared
+    seconds = {key: [] for key in runs}
+    # Prompts alternate from call to call: a speculative call keeps what its cache holds of the previous prompt
+    # (paged_session.PagedDecoderSession.start), and the same prompt twice in a row would time a cached prefill.
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[key].append(time.perf_counter() - start)
+    results = {}
+    for kind, encoded in inputs.items():
+        ours.generate(**encoded, **settings, **speculation)
+        stats = ours.last_decoding_stats
+        plain_rate = max_new_tokens / statistics.median(seconds[(kind, "plain")])
+        ours_rate = max_new_tokens / statistics.median(seconds[(kind, "speculative")])
+        prompt_length = encoded["input_ids"].shape[1]
+        same = bool(torch.equal(outputs[(kind, "plain")], outputs[(kind, "speculative")]))
+        results[kind] = dict(plain_tokens_per_second=plain_rate, speculative_tokens_per_second=ours_rate,
+                             speedup=ours_rate / plain_rate, target_calls=stats.target_calls,
+                             new_tokens_per_target_call=stats.new_tokens / stats.target_calls,
+                             identical_to_plain=same)
+        print(f"{kind:>9}: plain {plain_rate:6.1f} tok/s, speculative {ours_rate:6.1f} tok/s -> "
+              f"{ours_rate / plain_rate:.2f}x; {stats.new_tokens / stats.target_calls:.2f} new tokens per target call; "
+              f"output {'identical to' if same else 'differs from'} plain (prompt {prompt_length} tokens)")
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="New tokens per answer (default %(default)s).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed repeats, medians reported (default %(default)s).")
+    parser.add_argument("--prompt-lookup-num-tokens", type=int, default=5,
+                        help="Tokens drafted per verification (default %(default)s).")
+    args = parser.parse_args()
+    for name in ("max_new_tokens", "repeats", "prompt_lookup_num_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    speculative_demo(args.max_new_tokens, args.repeats, args.prompt_lookup_num_tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One-off measurements: each module is a script, `python -m lab.experiments.<name> --help`."""
