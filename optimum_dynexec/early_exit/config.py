@@ -8,9 +8,7 @@ import decimal
 import json
 import math
 import numbers
-import os
 import reprlib
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -89,13 +87,10 @@ class EarlyExitConfig:
 
     def save(self, directory) -> None:
         """Write `early_exit_config.json` into `directory` atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=".early_exit_config.", dir=directory)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(asdict(self), stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(staging, directory / EARLY_EXIT_CONFIG_NAME)
+        from ..utils.io import write_text_atomically
+
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        write_text_atomically(Path(directory) / EARLY_EXIT_CONFIG_NAME, text)
 
     @classmethod
     def load(cls, directory) -> "EarlyExitConfig":

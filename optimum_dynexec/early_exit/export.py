@@ -13,7 +13,6 @@ exported next to them by optimum-intel, so the folder still loads with `OVModelF
 """
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -163,16 +162,11 @@ def export_early_exit(
 def save_segments(segments: Dict[str, openvino.Model], directory: Union[str, Path]) -> None:
     """Write `exits/<name>.xml/.bin` into `directory` through a staging folder (no half-written `exits/`)."""
 
-    directory = Path(directory)
-    staging = directory / f".{EXITS_DIR_NAME}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, segment in segments.items():
-        openvino.save_model(segment, str(staging / f"{name}.xml"), compress_to_fp16=False)
-    final = directory / EXITS_DIR_NAME
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    from ..utils.io import atomic_directory
+
+    with atomic_directory(Path(directory) / EXITS_DIR_NAME) as staging:
+        for name, segment in segments.items():
+            openvino.save_model(segment, str(staging / f"{name}.xml"), compress_to_fp16=False)
 
 
 def load_segments(directory: Union[str, Path], config: EarlyExitConfig) -> Dict[str, openvino.Model]:

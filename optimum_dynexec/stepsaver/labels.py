@@ -12,14 +12,13 @@ never leaves a half-written file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..utils.io import write_text_atomically
 from .defaults import DEFAULT_CANDIDATE_STEPS, DEFAULT_REFERENCE_STEPS, DEFAULT_SSIM_THRESHOLD
 
 LABELS_FORMAT_VERSION = 1
@@ -107,17 +106,7 @@ def read_labels(path: Path) -> tuple:
 
 
 def _write_atomically(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(content, file, indent=1)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(content, indent=1))
 
 
 def label_prompts(pipeline, prompts: Sequence[str], output_path: Path, settings: LabelSettings, progress=True) -> List[dict]:

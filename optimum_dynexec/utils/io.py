@@ -218,9 +218,11 @@ def _is_write_failure(error: BaseException) -> bool:
     return "iostream error" in message or "Cannot open" in message and "for writing" in message
 
 
-def write_text_atomically(path: Union[str, Path], text: str) -> None:
-    """Write `text` to the file `path` in one step (a staging file beside it, then `os.replace`), readable as an
-    ordinary file would be (the process's umask applies): a reader never sees half a file."""
+@contextmanager
+def atomic_file(path: Union[str, Path]) -> Iterator[Path]:
+    """Yield a staging file beside `path` to write (by name, e.g. `torch.save`); when the block ends without error it
+    replaces `path` in one step, readable as an ordinary file would be (the process's umask applies). On any exception
+    the staging file is removed and `path` is left as it was: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path.parent)
@@ -228,9 +230,16 @@ def write_text_atomically(path: Union[str, Path], text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(handle, 0o666 & ~umask)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        os.close(handle)
+        with _write_failures_named(path):
+            yield Path(staging)
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: Union[str, Path], text: str) -> None:
+    """Write `text` (UTF-8) to the file `path` in one step (`atomic_file`)."""
+    with atomic_file(path) as staging:
+        staging.write_text(text, encoding="utf-8")

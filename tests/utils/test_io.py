@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from optimum_dynexec.utils.io import (STAGING_PREFIX, atomic_directory, remove_abandoned_staging,
+from optimum_dynexec.utils.io import (STAGING_PREFIX, atomic_directory, atomic_file, remove_abandoned_staging,
                                       write_text_atomically)
 
 
@@ -25,6 +25,22 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
         with atomic_directory(target) as staging:
             raise OSError(errno.ENOSPC, "No space left on device")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no staging left behind
+
+
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
+    """A file written by name (as `torch.save` writes checkpoints) appears whole, or the old one stays."""
+    target = tmp_path / "checkpoint.pt"
+    with atomic_file(target) as staging:
+        staging.write_bytes(b"first")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as staging:
+            staging.write_bytes(b"sec")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(OSError, match=f"Could not write {target}.*free space"):
+        with atomic_file(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint.pt"]  # no staging left behind
 
 
 def test_written_files_are_readable_like_ordinary_files(tmp_path):

@@ -22,7 +22,6 @@ written in the published EAGLE format (`config.json` + `model.safetensors`) and 
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...learning_rate import warmup_cosine
+from ...utils.io import atomic_file, atomic_save_into, write_text_atomically
 from ..self_distillation import greedy_continuation
 from .head import EagleHead, eagle_config_from_target, save_eagle_head
 
@@ -401,22 +401,17 @@ def train_eagle_head(
         "seconds": round(time.time() - started, 1),
         "arguments": dataclasses.asdict(arguments),
     }
-    save_eagle_head(head, output_dir / ".eagle-head-staging")
-    for entry in (output_dir / ".eagle-head-staging").iterdir():
-        os.replace(entry, output_dir / entry.name)
-    shutil.rmtree(output_dir / ".eagle-head-staging", ignore_errors=True)
-    _write_json(output_dir / TRAINING_SUMMARY, summary)
+    with atomic_save_into(output_dir) as staging:  # beside the work folder, which goes once the head is in place
+        save_eagle_head(head, staging)
+        (staging / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return summary
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_file(path) as staging, open(staging, "wb") as stream:
+        torch.save(state, stream)  # by handle: torch refuses a file name that starts with a dot
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")
