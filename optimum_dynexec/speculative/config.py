@@ -10,9 +10,9 @@ DRAFT_SUBFOLDER = "draft"
 # The target verifies at the precision plain `OVModelForCausalLM` runs at on the device (bf16 where the CPU has it):
 # that is the model the user runs today, and what speculation must be faster than. There every emitted token is the
 # target's own greedy choice in the call that verified it; a token verified in a batch of k gets logits that differ
-# from those computed alone in the 3rd digit at bf16, so output can differ from plain decoding where two tokens are
-# nearly tied (docs/speculative.md, "Exactness"). In f32 they agree to ~1e-6: `ov_config=EXACT_PRECISION_CONFIG` makes
-# greedy output token-identical to plain f32 decoding.
+# from those computed alone by bf16's rounding, so output can differ from plain decoding where two tokens are nearly
+# tied (docs/speculative.md, "Exactness"). In f32 they agree to f32's rounding: `ov_config=EXACT_PRECISION_CONFIG`
+# makes greedy output token-identical to plain f32 decoding.
 EXACT_PRECISION_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
