@@ -116,6 +116,11 @@ def compiled_precision(model) -> str:
 _WARNED = set()
 
 
+def forget_warnings() -> None:
+    """Forget which crash-rule warnings were logged: each is logged once per process, and again after this."""
+    _WARNED.clear()
+
+
 def crash_free(properties: Optional[Mapping], device: str, stateful_graph: bool) -> dict:
     """`crash_free_properties` on this machine; logs its reason once per process when it changes anything."""
     properties, reason = crash_free_properties(properties, device, stateful_graph, CpuFacts.of_this_machine())

@@ -159,7 +159,8 @@ def _read_facts(logits) -> List[PromptFacts]:
     ]
 
 
-def _procedural_set(count: int, seed: int):
+def procedural_set(count: int, seed: int):
+    """`count` scenes drawn by the fixture's grammar (seeded): their rendered images and facts, what the judge learns."""
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng) for _ in range(count)]
     return np.stack([render_scene(scene) for scene in scenes]), [PromptFacts.of_scene(scene) for scene in scenes]
@@ -229,7 +230,7 @@ class ShapeJudge:
         if len(features) < 2:
             raise ValueError("A Frechet distance needs at least two images.")
         if self._reference_features is None or len(self._reference_features) != reference_count:
-            self._reference_features = self.features(_procedural_set(reference_count, seed)[0])
+            self._reference_features = self.features(procedural_set(reference_count, seed)[0])
         theirs = self._reference_features
         mean_gap = features.mean(0) - theirs.mean(0)
         cov_ours, cov_theirs = np.cov(features, rowvar=False), np.cov(theirs, rowvar=False)
@@ -245,12 +246,12 @@ def judge_code_fingerprint() -> str:
     grammar's scene sampler and renderer), part of the cache key so that a changed judge is never read from an
     entry trained by an older one."""
     sources = [inspect.getsource(inspect.getmodule(judge_code_fingerprint))]
-    sources += [inspect.getsource(getattr(stable_diffusion, name)) for name in _GRAMMAR_CODE]
+    sources += [inspect.getsource(getattr(stable_diffusion, name)) for name in GRAMMAR_CODE]
     return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:12]
 
 
-# What the training images and their facts come from (`_procedural_set`), in fixtures.stable_diffusion.
-_GRAMMAR_CODE = ("sample_scene", "render_scene", "_other_colour", "_jittered", "_free_spots", "_article",
+# What the training images and their facts come from (`procedural_set`), in fixtures.stable_diffusion.
+GRAMMAR_CODE = ("sample_scene", "render_scene", "_other_colour", "_jittered", "_free_spots", "_article",
                  "_count_word", "_plural", "Shape", "Scene")
 
 
@@ -266,8 +267,8 @@ def _train(recipe: JudgeRecipe, progress: bool):
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    images, facts = _procedural_set(recipe.train_images, recipe.seed)
-    held_out_images, held_out_facts = _procedural_set(2000, recipe.seed + 1)
+    images, facts = procedural_set(recipe.train_images, recipe.seed)
+    held_out_images, held_out_facts = procedural_set(2000, recipe.seed + 1)
     inputs, targets = _as_input(images), torch.from_numpy(np.stack([_fact_targets(f) for f in facts]))
     network = _network(recipe.width)
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=1e-4)

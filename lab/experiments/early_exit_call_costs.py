@@ -30,6 +30,7 @@ def main():
     from transformers import AutoTokenizer
 
     from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
+    from optimum_dynexec.early_exit.modeling import EarlyExitCallStats
     from optimum_dynexec.early_exit.data import load_labelled_texts
 
     ov_config = json.loads(args.ov_config)
@@ -46,7 +47,7 @@ def main():
     position = {id(row): index for index, row in enumerate(rows)}
 
     def graph_call(row):  # the model's batch-1 path without `forward`'s checks and output object
-        early._run_single_row(*checked[position[id(row)]], threshold)
+        early._run_single_row(*checked[position[id(row)]], threshold, EarlyExitCallStats())
 
     calls = {
         "plain": lambda row: plain(**row),

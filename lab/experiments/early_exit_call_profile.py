@@ -61,7 +61,8 @@ def main():
         return (time.perf_counter() - started) / len(rows) * 1e3
 
     def segment_by_segment(model, row, threshold):
-        return model._run_segments(row["input_ids"], row["attention_mask"], row.get("token_type_ids"), threshold)
+        return model._run_segments(row["input_ids"], row["attention_mask"], row.get("token_type_ids"), threshold,
+                                   modeling.EarlyExitCallStats())
 
     early.compile()
     modeling._infer_shared = counted

@@ -2,9 +2,10 @@
 
 from .config import EarlyExitConfig
 from .export import export_early_exit
-from .modeling import EarlyExitSequenceClassifierOutput, OVEarlyExitModelForSequenceClassification
+from .modeling import EarlyExitCallStats, EarlyExitSequenceClassifierOutput, OVEarlyExitModelForSequenceClassification
 
 __all__ = [
+    "EarlyExitCallStats",
     "EarlyExitConfig",
     "EarlyExitSequenceClassifierOutput",
     "OVEarlyExitModelForSequenceClassification",

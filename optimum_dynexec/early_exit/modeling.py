@@ -46,6 +46,16 @@ class EarlyExitSequenceClassifierOutput(SequenceClassifierOutput):
     exit_layers: Optional[Union[torch.Tensor, np.ndarray]] = None
 
 
+@dataclass
+class EarlyExitCallStats:
+    """What one `forward` ran: `openvino_calls` (single-row graph and segment calls), and `rows_rerun_on_segments`,
+    the single rows whose entropy lay within the single-row graph's decision margin of the threshold and were decided
+    again on the segments (as the calibration decides)."""
+
+    openvino_calls: int = 0
+    rows_rerun_on_segments: int = 0
+
+
 class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification):
     """OpenVINO sequence classifier with entropy-gated early exit, run segment by segment.
 
@@ -94,6 +104,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         self.exit_segments = exit_segments
         self._segment_requests = None
         self._row_graphs = None
+        self.last_forward_stats: Optional[EarlyExitCallStats] = None
         # Re-entrant: `forward` holds it and calls `compile`, which takes it too (so a lazy compile from two threads
         # happens once).
         self._call_lock = threading.RLock()
@@ -127,6 +138,12 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
     @property
     def num_layers(self) -> int:
         return self.early_exit_config.num_layers
+
+    @property
+    def compiled_row_lengths(self) -> list:
+        """The padded row lengths that have a single-row graph compiled for them so far (see `max_fixed_length_graphs`),
+        ascending; other single rows run on the dynamic-shape graph."""
+        return sorted(self._row_graphs.fixed) if self._row_graphs is not None else []
 
     # ----- loading, exporting, saving -------------------------------------------------------------------------
 
@@ -326,7 +343,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         Raises TypeError/ValueError naming the argument for inputs of the wrong type, dtype or shape, token ids
         outside the vocabulary, sequences longer than the position embeddings, and arguments early exit cannot honour
         (`inputs_embeds`, `position_ids`, `labels`, `output_hidden_states=True`, ...).
-        Thread-safe: concurrent calls on one object run one after the other (see the class docstring).
+        Thread-safe: concurrent calls on one object run one after the other (see the class docstring). Afterwards
+        `self.last_forward_stats` (`EarlyExitCallStats`) tells how many OpenVINO calls the last call made.
         """
         threshold = self.entropy_threshold if entropy_threshold is None else validate_entropy_threshold(entropy_threshold)
         if not isinstance(output_exit_layers, (bool, np.bool_)):
@@ -335,9 +353,11 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         numpy_inputs = isinstance(input_ids, np.ndarray)
         input_ids, attention_mask, token_type_ids = self._checked_inputs(input_ids, attention_mask, token_type_ids)
         run = self._run_single_row if input_ids.shape[0] == 1 else self._run_segments
+        stats = EarlyExitCallStats()
         with self._call_lock:
             self.compile()
-            logits, exit_layers = run(input_ids, attention_mask, token_type_ids, threshold)
+            logits, exit_layers = run(input_ids, attention_mask, token_type_ids, threshold, stats)
+            self.last_forward_stats = stats
         if not numpy_inputs:
             logits, exit_layers = torch.from_numpy(logits), torch.from_numpy(exit_layers)
         return EarlyExitSequenceClassifierOutput(logits=logits, exit_layers=exit_layers if output_exit_layers else None)
@@ -437,7 +457,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
             inputs["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         return inputs
 
-    def _run_single_row(self, input_ids, attention_mask, token_type_ids, threshold):
+    def _run_single_row(self, input_ids, attention_mask, token_type_ids, threshold, stats: EarlyExitCallStats):
         """One row through the single-row graph: one OpenVINO call. Rows it flags (entropy within its decision
         margin of the threshold at their exit) go through the segments, which decide as the calibration does."""
         inputs = self._first_segment_inputs(input_ids, attention_mask, token_type_ids)
@@ -458,11 +478,13 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
             buffers[THRESHOLD_INPUT][...] = graph_threshold
             request.infer()
             logits, exit_layer = (request.get_output_tensor(index).data for index in range(2))
+        stats.openvino_calls += 1
         if exit_layer[0] < 0:
-            return self._run_segments(input_ids, attention_mask, token_type_ids, threshold)
+            stats.rows_rerun_on_segments += 1
+            return self._run_segments(input_ids, attention_mask, token_type_ids, threshold, stats)
         return np.array(logits, dtype=np.float32), np.array(exit_layer, dtype=np.int64)
 
-    def _run_segments(self, input_ids, attention_mask, token_type_ids, threshold):
+    def _run_segments(self, input_ids, attention_mask, token_type_ids, threshold, stats: EarlyExitCallStats):
         requests = self._segment_requests
         batch_size, last_layer = input_ids.shape[0], self.num_layers
         logits_out = np.empty((batch_size, self.early_exit_config.num_labels), dtype=np.float32)
@@ -473,6 +495,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
         mask, hidden = attention_mask, None
         for layer, request in enumerate(requests, start=1):
             outputs = _infer_shared(request, first_inputs if layer == 1 else {0: hidden, 1: mask})
+            stats.openvino_calls += 1
             if layer == last_layer:
                 logits_out[alive] = outputs[0]
                 break

@@ -208,7 +208,7 @@ def _train(encoder, heads, train_set, validation_set, tokenizer, arguments, epoc
         progress = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{epoch_count}", unit="batch")
         for batch_indices in progress:
             batch = _collate(tokenizer, train_set, batch_indices)
-            layer_logits = _forward_all_layers(encoder, heads, batch, with_exits=stage != "final")
+            layer_logits = forward_all_layers(encoder, heads, batch, with_exits=stage != "final")
             loss = _exit_loss(layer_logits, batch["labels"], layer_weights, arguments)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for group in parameter_groups for p in group["params"]], 1.0)
@@ -237,8 +237,10 @@ def _layer_weights(num_layers: int, weighting: str, stage: str) -> List[float]:
     return [weight / total for weight in weights]
 
 
-def _forward_all_layers(encoder, heads, batch, with_exits: bool = True) -> List[Optional[torch.Tensor]]:
-    """Logits of every exit (None where skipped) and, last, of the model's own classifier."""
+def forward_all_layers(encoder, heads, batch, with_exits: bool = True) -> List[Optional[torch.Tensor]]:
+    """In torch, the logits of every exit (`heads`, one per layer but the last; None when `with_exits` is False) and,
+    last, of the model's own classifier, for `batch` (`input_ids`, `attention_mask`[, `token_type_ids`]) through the
+    `LayeredEncoder` `encoder`: what training optimises and what the exported segments must reproduce."""
     mask = batch["attention_mask"]
     hidden = encoder.embed(batch["input_ids"], batch.get("token_type_ids"))
     layer_logits = []
@@ -278,7 +280,7 @@ def _layer_logits(encoder, heads, dataset, tokenizer, batch_size: int = 128) -> 
     collected = [[] for _ in range(encoder.num_layers)]
     for start in range(0, len(order), batch_size):
         batch = _collate(tokenizer, dataset, order[start : start + batch_size])
-        for layer, logits in enumerate(_forward_all_layers(encoder, heads, batch)):
+        for layer, logits in enumerate(forward_all_layers(encoder, heads, batch)):
             collected[layer].append(logits.float().numpy())
     inverse = np.argsort(order)
     return [np.concatenate(parts)[inverse] for parts in collected]

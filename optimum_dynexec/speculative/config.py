@@ -35,6 +35,22 @@ def drafter_ov_config(user_ov_config: Optional[dict], drafter_config: Optional[d
 # and its weights (lm_head included) are streamed from memory at every drafted token.
 EAGLE_HEAD_DEFAULT_COMPRESSION = {"bits": 8, "sym": True}
 
+def eagle_head_compression(eagle_quantization_config=None, quantization_config=None, load_in_8bit: bool = False):
+    """The weight compression an EAGLE head is exported with: `eagle_quantization_config` if given (`False` keeps full
+    precision), else the target's (`quantization_config`, `load_in_8bit`), else `EAGLE_HEAD_DEFAULT_COMPRESSION`. An
+    `OVWeightQuantizationConfig` or `False`; a TypeError naming the argument for what is not weight-only compression."""
+    from ..weight_compression import weight_compression_config
+
+    config, argument = eagle_quantization_config, "eagle_quantization_config"
+    if config is None:
+        config, argument = quantization_config, "quantization_config"
+    if config is None and load_in_8bit:
+        config = {"bits": 8}
+    if config is None:
+        config = EAGLE_HEAD_DEFAULT_COMPRESSION
+    return config if config is False else weight_compression_config(config, argument)
+
+
 # Defaults where the caller leaves assisted-generation settings unset. transformers' own defaults (20 tokens,
 # constant) suit a GPU; on a CPU every rejected draft token costs target time, so start short and adapt. No
 # confidence stop: with the benchmark fixture's self-distilled draft it cut tokens per verification more than it saved

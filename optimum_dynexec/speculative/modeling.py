@@ -28,11 +28,9 @@ from ..gguf import checkpoint_for_gguf, is_gguf
 from ..openvino_cpu import prepare_to_compile
 from ..utils.io import atomic_save_into, remove_abandoned_staging
 from ..utils.model_files import looks_like_local_path, openvino_error_reason
-from ..weight_compression import weight_compression_config
 from .config import (
     DRAFT_SUBFOLDER,
     DYNEXEC_CONFIG_NAME,
-    EAGLE_HEAD_DEFAULT_COMPRESSION,
     EXACT_PRECISION_CONFIG,  # noqa: F401 (documented as `modeling.EXACT_PRECISION_CONFIG`)
     MAX_DRAFT_TOKENS,
     MAX_REQUESTED_DRAFT_TOKENS,
@@ -42,6 +40,7 @@ from .config import (
     PLAIN_ONLY_SETTINGS,
     SPECULATION_ARGUMENTS,
     drafter_ov_config,
+    eagle_head_compression,
     target_ov_config,
 )
 from .decoding import BannedTokens, DecodingStats, Target, speculative_decode
@@ -513,15 +512,9 @@ def _load_eagle(model_id, eagle_head, eagle_tree, kwargs, eagle_quantization_con
             "with `export=True`, or a folder "
             "written by `save_pretrained` that already contains `eagle/`."
         )
-    quantization_config, argument = eagle_quantization_config, "eagle_quantization_config"
-    if quantization_config is None:
-        quantization_config, argument = kwargs.get("quantization_config"), "quantization_config"
-    if quantization_config is None and kwargs.get("load_in_8bit"):
-        quantization_config = {"bits": 8}
-    if quantization_config is None:
-        quantization_config = EAGLE_HEAD_DEFAULT_COMPRESSION
-    if quantization_config is not False:  # checked before the (slow) export of the head
-        quantization_config = weight_compression_config(quantization_config, argument)
+    # Checked before the (slow) export of the head.
+    quantization_config = eagle_head_compression(eagle_quantization_config, kwargs.get("quantization_config"),
+                                                 bool(kwargs.get("load_in_8bit")))
     return OVEagle.export(model_id, eagle_head, quantization_config, tree,
                           trust_remote_code=kwargs.get("trust_remote_code", False))
 

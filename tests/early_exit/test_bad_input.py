@@ -110,12 +110,16 @@ def test_concurrent_calls_on_one_model_give_exactly_the_sequential_results(model
 
 def test_a_deep_copy_is_independent_and_gives_the_same_results(model, encoded):
     copied = copy.deepcopy(model)
-    assert copied._call_lock is not model._call_lock
     for threshold in (0.0, 0.5):
         original, duplicate = (m(**encoded, entropy_threshold=threshold, output_exit_layers=True) for m in (model, copied))
         np.testing.assert_array_equal(duplicate.logits, original.logits)
         np.testing.assert_array_equal(duplicate.exit_layers, original.exit_layers)
-    assert model._segment_requests is not copied._segment_requests
+    # Independent: its settings are its own, and releasing its graphs leaves the original answering as before.
+    copied.entropy_threshold = 0.9
+    assert model.entropy_threshold != 0.9
+    copied.clear_requests()
+    again = model(**encoded, entropy_threshold=0.5, output_exit_layers=True)
+    np.testing.assert_array_equal(again.logits, original.logits)
 
 
 # ----- forward arguments -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from helpers.tiny_classifiers import FAMILIES, exported_folder, synthetic_task, trained_checkpoint
 from transformers import AutoTokenizer
 
-from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
+from optimum_dynexec.early_exit import EarlyExitCallStats, OVEarlyExitModelForSequenceClassification
 from optimum_dynexec.early_exit.calibration import exit_layers_at, normalised_entropies
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -85,22 +85,24 @@ def test_single_rows_exit_where_the_calibration_simulation_says_even_at_the_thre
             assert output.exit_layers[0] == exit_layers_at(entropies, threshold)[0], threshold
 
 
-def test_a_single_row_is_one_openvino_call_unless_it_sits_at_the_threshold(model, tokenizer, monkeypatch):
+def test_a_single_row_is_one_openvino_call_unless_it_sits_at_the_threshold(model, tokenizer):
     row = dict(tokenizer([TEXTS[0]], return_tensors="np"))
     entropies = normalised_entropies(model.exit_logits_per_layer(**row), model.early_exit_config.exit_temperatures)
-    segment_runs = []
-    run_segments = model._run_segments
-    monkeypatch.setattr(model, "_run_segments", lambda *args: segment_runs.append(args) or run_segments(*args))
     far_from_every_entropy = float(np.clip(entropies[1, 0] + 0.5 * (entropies[0, 0] - entropies[1, 0]), 0.0, 1.0))
     for threshold in (0.0, far_from_every_entropy, 1.0):
         expected = exit_layers_at(entropies, threshold)[0]
         assert model(**row, entropy_threshold=threshold, output_exit_layers=True).exit_layers[0] == expected
-    assert segment_runs == []
-    model(**row, entropy_threshold=float(entropies[0, 0]))
-    assert len(segment_runs) == 1, "a row whose entropy equals the threshold must be decided on the segments"
+        assert model.last_forward_stats == EarlyExitCallStats(openvino_calls=1, rows_rerun_on_segments=0)
+    at_threshold = float(entropies[0, 0])
+    output = model(**row, entropy_threshold=at_threshold, output_exit_layers=True)
+    # A row whose entropy equals the threshold is decided on the segments: the graph's call, then one segment call per
+    # layer the row runs.
+    exit_layer = exit_layers_at(entropies, at_threshold)[0]
+    assert output.exit_layers[0] == exit_layer > 1
+    assert model.last_forward_stats == EarlyExitCallStats(openvino_calls=1 + exit_layer, rows_rerun_on_segments=1)
 
 
-def test_threshold_zero_is_one_call_even_when_every_exit_is_sharp(folder, model, tokenizer, monkeypatch):
+def test_threshold_zero_is_one_call_even_when_every_exit_is_sharp(folder, model, tokenizer):
     """Entropies within the graph's margin of 0 must not send a row to the segments at threshold 0, where no row can
     leave: with sharp exits (small temperatures) that would be most rows, each run twice."""
     row = dict(tokenizer([TEXTS[0]], return_tensors="np"))
@@ -111,11 +113,9 @@ def test_threshold_zero_is_one_call_even_when_every_exit_is_sharp(folder, model,
     sharp = OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32, compile=False)
     sharp.early_exit_config.exit_temperatures = [float(temperature)] * sharp.num_layers  # before it compiles
     assert 0.0 < normalised_entropies(layer_logits[:1], [temperature])[0, 0] < 1e-4
-    segment_runs = []
-    run_segments = sharp._run_segments
-    monkeypatch.setattr(sharp, "_run_segments", lambda *args: segment_runs.append(args) or run_segments(*args))
     output = sharp(**row, entropy_threshold=0.0, output_exit_layers=True)
-    assert output.exit_layers[0] == sharp.num_layers and segment_runs == []
+    assert output.exit_layers[0] == sharp.num_layers
+    assert sharp.last_forward_stats == EarlyExitCallStats(openvino_calls=1, rows_rerun_on_segments=0)
 
 
 def test_short_rows_run_on_fixed_length_graphs_that_answer_like_the_dynamic_one(folder, model, tokenizer):
@@ -137,9 +137,7 @@ def test_short_rows_run_on_fixed_length_graphs_that_answer_like_the_dynamic_one(
             assert first.exit_layers[0] == expected.exit_layers[0]
             np.testing.assert_allclose(first.logits, expected.logits, atol=1e-5)
             np.testing.assert_array_equal(again.logits, first.logits)
-    assert list(fixed._row_graphs.fixed) == [8] and dynamic._row_graphs.fixed == {}
-    (request, buffers), = fixed._row_graphs.fixed.values()
-    assert buffers["input_ids"].shape == (1, 8)
+    assert fixed.compiled_row_lengths == [8] and dynamic.compiled_row_lengths == []
 
 
 def test_threshold_one_leaves_every_row_at_the_first_layer(model, tokenizer):
@@ -210,7 +208,7 @@ def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
     from optimum_dynexec.early_exit.checkpoint import load_exit_checkpoint
     from optimum_dynexec.early_exit.export import convert_segments, segment_names
     from optimum_dynexec.early_exit.single_row_graph import DECISION_MARGIN, build_single_row_graph
-    from optimum_dynexec.early_exit.training import ExitTrainingArguments, _forward_all_layers, train_exits
+    from optimum_dynexec.early_exit.training import ExitTrainingArguments, forward_all_layers, train_exits
 
     checkpoint = tmp_path / "exits"
     train_exits(str(base_classifier(family)), *synthetic_task(32, 1), *synthetic_task(16, 2), checkpoint,
@@ -219,7 +217,7 @@ def test_other_families_segments_reproduce_pytorch_exits(family, tmp_path):
     batch = dict(AutoTokenizer.from_pretrained(checkpoint)(TEXTS[:6], padding=True, return_tensors="pt"))
     batch.pop("token_type_ids", None)
     with torch.no_grad():
-        expected = [logits.numpy() for logits in _forward_all_layers(encoder, heads, batch)]
+        expected = [logits.numpy() for logits in forward_all_layers(encoder, heads, batch)]
 
     segments = convert_segments(encoder, heads)
     core = openvino.Core()

@@ -12,7 +12,7 @@ from optimum_dynexec.early_exit.config import EarlyExitConfig
 from optimum_dynexec.early_exit.layered_encoder import LayeredEncoder
 from optimum_dynexec.early_exit.training import (
     ExitTrainingArguments,
-    _forward_all_layers,
+    forward_all_layers,
 )
 
 
@@ -33,7 +33,7 @@ def test_layered_view_reproduces_the_model_logits(family):
     batch.pop("token_type_ids", None) if family in ("roberta", "camembert", "xlm-roberta", "distilbert") else None
     with torch.no_grad():
         expected = model(**batch).logits
-        layered = _forward_all_layers(encoder, heads=None, batch=batch, with_exits=False)[-1]
+        layered = forward_all_layers(encoder, heads=None, batch=batch, with_exits=False)[-1]
     assert torch.allclose(layered, expected, atol=1e-5)
 
 

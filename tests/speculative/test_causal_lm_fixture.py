@@ -149,7 +149,7 @@ def test_the_draft_trains_on_the_targets_greedy_continuations(tmp_path, monkeypa
 
     stage = causal_lm.DRAFT_SELF_DISTILLATION["test"]
     seen = []
-    train = causal_lm._train
+    train = causal_lm.train_model
 
     def recording_train(model, teacher, next_batch, recipe, steps, learning_rate, progress, name):
         def recorded():
@@ -159,7 +159,7 @@ def test_the_draft_trains_on_the_targets_greedy_continuations(tmp_path, monkeypa
             return batch
         return train(model, teacher, recorded, recipe, steps, learning_rate, progress, name)
 
-    monkeypatch.setattr(causal_lm, "_train", recording_train)
+    monkeypatch.setattr(causal_lm, "train_model", recording_train)
     fixture = causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=tmp_path)
     target = AutoModelForCausalLM.from_pretrained(fixture.target_dir).eval()
     windows = np.concatenate(seen)
@@ -206,7 +206,7 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(causal_lm, "_train", interrupted)
+    monkeypatch.setattr(causal_lm, "train_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
         causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=tmp_path)
     entries = [p for p in (tmp_path / "causal-lm").iterdir() if not p.name.endswith(".lock")]
@@ -218,7 +218,7 @@ import os, signal, sys
 from pathlib import Path
 from lab.fixtures import causal_lm
 
-causal_lm._train = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGTERM)  # `kill PID` during training
+causal_lm.train_model = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGTERM)  # `kill PID` during training
 try:
     causal_lm.build_causal_lm_fixture("test", progress=False, cache_dir=Path(sys.argv[1]))
 except KeyboardInterrupt:

@@ -286,7 +286,8 @@ def test_pipeline_text_generation_runs_eagle(text_target, tmp_path):
 
 
 def test_head_weights_are_8bit_unless_asked_otherwise(llama, monkeypatch):
-    from optimum_dynexec.speculative import modeling
+    from optimum_dynexec.speculative.config import EAGLE_HEAD_DEFAULT_COMPRESSION, eagle_head_compression
+    from optimum_dynexec.speculative.eagle import OVEagle
 
     target_dir, head_dir, model, _ = llama
 
@@ -299,24 +300,23 @@ def test_head_weights_are_8bit_unless_asked_otherwise(llama, monkeypatch):
     full = load_speculative(target_dir, export=True, eagle_head=head_dir, eagle_quantization_config=False,
                             compile=False)
     assert compressed_constants(full.eagle.head_model) == 0
-    # `from_pretrained` hands the head its own setting first, then the target's, then the default.
-    received = []
-    monkeypatch.setattr(modeling.OVEagle, "export", lambda *args, **kwargs: received.append(args[2]))
-    modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True})
-    modeling._load_eagle(target_dir, head_dir, None, {"quantization_config": {"bits": 4, "sym": True}})
-    modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, {"bits": 4, "group_size": 16})
-    modeling._load_eagle(target_dir, head_dir, None, {})
-    modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, False)
-    expected = [{"bits": 8}, {"bits": 4, "sym": True}, {"bits": 4, "group_size": 16},
-                modeling.EAGLE_HEAD_DEFAULT_COMPRESSION]
+    # The head gets its own setting first, then the target's, then the default.
+    received = [eagle_head_compression(load_in_8bit=True),
+                eagle_head_compression(quantization_config={"bits": 4, "sym": True}),
+                eagle_head_compression({"bits": 4, "group_size": 16}, load_in_8bit=True),
+                eagle_head_compression(),
+                eagle_head_compression(False, load_in_8bit=True)]
+    expected = [{"bits": 8}, {"bits": 4, "sym": True}, {"bits": 4, "group_size": 16}, EAGLE_HEAD_DEFAULT_COMPRESSION]
     assert [config.to_dict() for config in received[:4]] == [weight_compression_config(c).to_dict() for c in expected]
     assert received[4] is False
     # A config that is not weight-only compression is refused before the head is exported, naming its argument.
+    exported = []
+    monkeypatch.setattr(OVEagle, "export", lambda *args, **kwargs: exported.append(args))
     with pytest.raises(TypeError, match="`eagle_quantization_config` must be an `OVWeightQuantizationConfig`"):
-        modeling._load_eagle(target_dir, head_dir, None, {"load_in_8bit": True}, "int8")
+        load_speculative(target_dir, export=True, eagle_head=head_dir, eagle_quantization_config="int8", compile=False)
     with pytest.raises(TypeError, match="`quantization_config` must be an `OVWeightQuantizationConfig`"):
-        modeling._load_eagle(target_dir, head_dir, None, {"quantization_config": "int8"})
-    assert len(received) == 5
+        eagle_head_compression(quantization_config="int8")
+    assert exported == []
 
 
 def test_errors_name_the_argument(llama, tmp_path, tiny_models):

@@ -172,7 +172,7 @@ def test_rewriting_a_graph_without_sdpa_says_what_to_do():
 def test_unrolled_drafting_steps_are_what_the_head_computes_when_it_drafts(target):
     """`drafted_features` step s, row i == the head fed the exact pairs 0..i, then drafting s - 1 more times on its
     own predicted features (one row per call, attending to its cache), as the chain drafter does at inference."""
-    from optimum_dynexec.speculative.eagle.training import _GrowingCache
+    from optimum_dynexec.speculative.eagle.training import DraftingCache
 
     _, model = target
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_unrolled_drafting_steps_are_what_the_head_computes_when_it_drafts(targe
         steps = drafted_features(head, tokens, features, draft_steps=3)
         assert [tuple(step.shape) for step in steps] == [(2, 9, hidden_size), (2, 8, hidden_size), (2, 7, hidden_size)]
         for row, root in [(0, 0), (1, 3), (0, 6)]:
-            cache = _GrowingCache()
+            cache = DraftingCache()
             count = root + 1
             predicted = head(tokens[row : row + 1, 1 : count + 1], features[row : row + 1, :count],
                              torch.arange(count)[None], additive_mask_torch(np.tri(count, dtype=bool)), cache)[:, -1:]

@@ -269,14 +269,21 @@ def test_draft_runs_one_token_per_call_after_the_prompt(llama, monkeypatch):
     """After the prompt, the draft is only ever run on single tokens: drafting feeds one, and catching up after a
     fully accepted draft (the last draft token + the target's bonus) feeds them one call each, because OpenVINO
     re-plans a request whose input shape changes."""
-    from optimum_dynexec.speculative import drafters
+    from optimum_dynexec.speculative.paged_session import PagedDecoderSession, decoder_session_for
 
     target_dir, _, plain = llama
     model = load_speculative(target_dir, draft_model=target_dir)  # its own draft: every draft is fully accepted
+    draft_session = decoder_session_for(model.draft_model)  # the session the draft drafts on
+    assert isinstance(draft_session, PagedDecoderSession)
     lengths = []
-    original = drafters.DraftModelDrafter._feed
-    monkeypatch.setattr(drafters.DraftModelDrafter, "_feed",
-                        lambda self, tokens, **options: lengths.append(len(tokens)) or original(self, tokens, **options))
+    original = PagedDecoderSession.append
+
+    def spy(session, tokens, *args, **kwargs):
+        if session is draft_session:
+            lengths.append(len(tokens))
+        return original(session, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(PagedDecoderSession, "append", spy)
     prompt = random_prompt(3, 9)
     expected = new_tokens(plain, prompt, max_new_tokens=MAX_NEW_TOKENS)
     assert new_tokens(model, prompt, max_new_tokens=MAX_NEW_TOKENS, num_assistant_tokens=3,

@@ -8,7 +8,6 @@ GGUF reader and its answer to a question.
 """
 
 import json
-import os
 import sysconfig
 from pathlib import Path
 

@@ -78,8 +78,8 @@ def test_every_graph_the_package_compiles_follows_the_rule(llama, eagle_llama, t
     target and head, all asked for bf16 on one thread: on a CPU with AMX each is compiled at f32 (warned once),
     elsewhere each keeps bf16."""
     cpu = cpu or CpuFacts.of_this_machine()
-    monkeypatch.setattr(openvino_cpu, "_this_machine", lambda: cpu)
-    monkeypatch.setattr(openvino_cpu, "_WARNED", set())
+    monkeypatch.setattr(CpuFacts, "of_this_machine", classmethod(lambda cls: cpu))
+    openvino_cpu.forget_warnings()
     target_dir, draft_dir, plain = llama
     default = {**SINGLE_THREAD, "INFERENCE_PRECISION_HINT": "bf16"}
     if cpu.has_amx:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lab.benchmark.shape_judge import (JudgeRecipe, PromptFacts, ShapeJudge, _procedural_set,
+from lab.benchmark.shape_judge import (JudgeRecipe, PromptFacts, ShapeJudge, procedural_set,
                                                   judge_code_fingerprint)
 from lab.fixtures.stable_diffusion import SCENE_KINDS, render_scene, sample_scene
 
@@ -49,7 +49,7 @@ def test_judge_reads_procedural_images_and_tells_a_wrong_prompt(small_judge):
 
 
 def test_frechet_distance_prefers_real_renders_to_damaged_ones(small_judge):
-    images = _procedural_set(200, seed=5)[0]
+    images = procedural_set(200, seed=5)[0]
     blurred = images.reshape(200, 16, 2, 16, 2, 3).mean(axis=(2, 4)).repeat(2, axis=1).repeat(2, axis=2)
     washed = (0.5 * images + 0.5 * 128).astype(np.uint8)
     real = small_judge.frechet_distance(images, reference_count=500)
@@ -78,5 +78,5 @@ def test_the_judge_cache_key_follows_the_code_that_defines_the_judge(monkeypatch
     monkeypatch.setattr(stable_diffusion, "render_scene", render_scene)
     assert judge_code_fingerprint() != before
     monkeypatch.undo()
-    monkeypatch.setattr(shape_judge, "_GRAMMAR_CODE", shape_judge._GRAMMAR_CODE + ("caption_vocabulary",))
+    monkeypatch.setattr(shape_judge, "GRAMMAR_CODE", shape_judge.GRAMMAR_CODE + ("caption_vocabulary",))
     assert judge_code_fingerprint() != before

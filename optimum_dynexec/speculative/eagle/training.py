@@ -205,9 +205,11 @@ def _causal_mask(length: int) -> torch.Tensor:
     return mask[None, None]
 
 
-class _GrowingCache:
-    """What the head's decoder layer calls `update` on: keeps every step's keys/values (with their gradients), so
-    a later drafting step attends to the rows earlier steps computed, as the head's KV cache does when drafting."""
+class DraftingCache:
+    """A KV cache for the torch head (what its decoder layer calls `update` on): keeps every step's keys/values (with
+    their gradients), so a later drafting step attends to the rows earlier steps computed, as the exported head's KV
+    cache does when it drafts. `drafted_features` unrolls drafting with it; pass one to `EagleHead.forward` to draft
+    step by step in torch."""
 
     def __init__(self):
         self.key = self.value = None
@@ -251,7 +253,7 @@ def drafted_features(head: EagleHead, tokens: torch.Tensor, features: torch.Tens
     inputs = features[:, :-1]
     if noise > 0:
         inputs = inputs + (torch.rand_like(inputs) - 0.5) * noise
-    cache = _GrowingCache() if draft_steps > 1 else None
+    cache = DraftingCache() if draft_steps > 1 else None
     positions = torch.arange(length)[None].expand(tokens.shape[0], -1)
     steps = [head(tokens[:, 1:], inputs, positions, _causal_mask(length), cache)]
     rows_per_step = [length]
