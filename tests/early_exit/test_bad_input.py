@@ -14,8 +14,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from helpers.tiny_classifiers import exported_folder, synthetic_task
-from transformers import AutoTokenizer
+from helpers.tiny_classifiers import synthetic_task
 
 from optimum_dynexec.early_exit import EarlyExitConfig, OVEarlyExitModelForSequenceClassification
 from optimum_dynexec.early_exit.calibration import normalised_entropies, sweep_thresholds
@@ -24,21 +23,6 @@ from optimum_dynexec.early_exit.data import load_labelled_texts
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 TEXTS = synthetic_task(12, seed=11)[0]
 REEXPORT = "optimum-cli export dynexec --task text-classification"
-
-
-@pytest.fixture(scope="module")
-def folder():
-    return exported_folder("bert")
-
-
-@pytest.fixture(scope="module")
-def model(folder):
-    return OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(folder):
-    return AutoTokenizer.from_pretrained(folder)
 
 
 @pytest.fixture

@@ -14,21 +14,6 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 TEXTS = synthetic_task(24, seed=7)[0] + ["red", "the of and to in is it for on with as at by this that sky"]
 
 
-@pytest.fixture(scope="module")
-def folder():
-    return exported_folder("bert")
-
-
-@pytest.fixture(scope="module")
-def model(folder):
-    return OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(folder):
-    return AutoTokenizer.from_pretrained(folder)
-
-
 def _mixed_thresholds(model, encoded):
     """Thresholds (quantiles of the layer-1/2 entropies) under which rows of the batch leave at different layers."""
     entropies = normalised_entropies(model.exit_logits_per_layer(**encoded), model.early_exit_config.exit_temperatures)
