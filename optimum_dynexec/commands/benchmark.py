@@ -171,7 +171,8 @@ def check_arguments(args) -> None:
         if path.is_dir() and not ((path / "openvino_model.xml").is_file() or (path / "config.json").is_file()):
             raise ValueError(f"{option} {value!r} holds neither openvino_model.xml nor config.json.")
     if args.prompts is not None:
-        lab_module("benchmark.prompt_sets").read_prompts_file(args.prompts, args.kinds, args.prompts_per_kind)  # fails here, with the file's name
+        # A bad file fails here, naming it, before any model loads.
+        lab_module("benchmark.prompt_sets").read_prompts_file(args.prompts, args.kinds, args.prompts_per_kind)
     else:
         unknown = sorted(set(args.kinds or ()) - set(BUILTIN_KINDS))
         if unknown:

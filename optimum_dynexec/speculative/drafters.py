@@ -75,8 +75,9 @@ class Drafter(ABC):
 
     def begin(self, prompt: np.ndarray, computed: TargetOutputs, sampling: Optional[SamplingSettings],
               rng: np.random.Generator) -> None:
-        """A new generation starts from `prompt`; `computed` is what the target's prefill computed (its last row);
-        `sampling=None` means greedy decoding."""
+        """A new generation starts from `prompt`; `computed` is what the target's prefill computed (the last prompt
+        row's logits and, where the graph outputs them, every prompt row's features); `sampling=None` means greedy
+        decoding."""
         self.sampling = sampling
         self.rng = rng
 
