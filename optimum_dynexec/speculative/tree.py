@@ -94,12 +94,14 @@ class TreeCandidates:
         self.count = 0
 
     def add_children(self, parent_ids: np.ndarray, parent_scores: np.ndarray, log_probs: np.ndarray, top_k: int,
-                     depth: int) -> np.ndarray:
+                     depth: int, token_ids: Optional[np.ndarray] = None) -> np.ndarray:
         """Add the `top_k` most likely children of each parent (`log_probs` `[len(parents), vocab]`); return their ids.
 
-        Children of one parent come best first, so `DraftTree.children` lists them in that order.
+        `token_ids` maps a column of `log_probs` to its token (an EAGLE-3 head's draft vocabulary); default: the
+        column is the token. Children of one parent come best first, so `DraftTree.children` lists them in that order.
         """
-        tokens, child_log_probs = top_k_rows(log_probs, top_k)
+        columns, child_log_probs = top_k_rows(log_probs, top_k)
+        tokens = columns if token_ids is None else token_ids[columns]
         count = tokens.size
         ids = np.arange(self.count, self.count + count)
         self._grow(self.count + count)

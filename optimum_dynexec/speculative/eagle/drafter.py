@@ -11,7 +11,7 @@ where the head's own were predictions.
 """
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import openvino as ov
@@ -56,11 +56,15 @@ class EagleDrafter(Drafter):
     Args:
         head (`openvino.CompiledModel`): `export_eagle_head(...)`, compiled (any precision: it only proposes).
         settings (`TreeSettings`): the tree shape.
+        draft_to_target (`np.ndarray`, *optional*): the target token of each logit column, for heads that score a
+            draft vocabulary (EAGLE-3); default: the head scores the target's vocabulary.
     """
 
-    def __init__(self, head: ov.CompiledModel, settings: TreeSettings = TreeSettings()):
+    def __init__(self, head: ov.CompiledModel, settings: TreeSettings = TreeSettings(),
+                 draft_to_target: Optional[np.ndarray] = None):
         self.head = TreeDecoderSession(head.create_infer_request())
         self.settings = settings
+        self.draft_to_target = draft_to_target
         self._features = None  # the target's features the head has not been fed yet, one row per pair
 
     def begin(self, prompt, computed, sampling, rng):
@@ -104,7 +108,8 @@ class EagleDrafter(Drafter):
 
         capacity = settings.top_k + (settings.depth - 1) * settings.top_k * settings.top_k
         candidates = TreeCandidates(capacity)
-        children = candidates.add_children(np.array([-1]), np.zeros(1), root_log_probs, settings.top_k, depth=1)
+        children = candidates.add_children(np.array([-1]), np.zeros(1), root_log_probs, settings.top_k, depth=1,
+                                           token_ids=self.draft_to_target)
         frontier = candidates.best(children, settings.top_k)
         frontier_parent_rows = np.zeros(len(frontier), dtype=np.int64)  # rows of `parent_features`
         slot_of_node: Dict[int, int] = {}
@@ -130,7 +135,7 @@ class EagleDrafter(Drafter):
             log_probs = log_softmax(head.outputs("logits"))
             parent_features = head.outputs("hidden_states").copy()
             children = candidates.add_children(frontier, candidates.scores[frontier], log_probs, settings.top_k,
-                                               depth=depth)
+                                               depth=depth, token_ids=self.draft_to_target)
             frontier = candidates.best(children, settings.top_k)
             # A child's parent is frontier row (child index // top_k) of this call.
             frontier_parent_rows = (frontier - children[0]) // min(settings.top_k, log_probs.shape[-1])
@@ -143,13 +148,14 @@ class EagleDrafter(Drafter):
         this loop's scale argpartition and log-softmax over the vocabulary at every level cost a noticeable share of
         a head call).
         """
-        head = self.head
+        head, to_target = self.head, self.draft_to_target
         tokens = np.empty(depth, dtype=np.int64)
-        tokens[0] = head.outputs("logits")[-1].argmax()
-        for level in range(1, depth):
-            feature = head.outputs("hidden_states")[-1:].copy()  # the request overwrites its outputs
-            head.run(sequence_inputs(input_ids=tokens[level - 1 : level], features=feature,
-                                     position_ids=np.array([length - 2 + level])), last_logits_only=True)
-            tokens[level] = head.outputs("logits")[-1].argmax()
+        for level in range(depth):
+            if level:
+                feature = head.outputs("hidden_states")[-1:].copy()  # the request overwrites its outputs
+                head.run(sequence_inputs(input_ids=tokens[level - 1 : level], features=feature,
+                                         position_ids=np.array([length - 2 + level])), last_logits_only=True)
+            column = head.outputs("logits")[-1].argmax()
+            tokens[level] = column if to_target is None else to_target[column]
         return DraftTree.chain(tokens)
 

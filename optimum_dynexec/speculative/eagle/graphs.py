@@ -10,8 +10,10 @@ scored in one call) and explicit position ids:
 
 Both run in `kv_cache.TreeDecoderSession`.
 """
-from typing import Sequence
+import re
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,7 +48,7 @@ class _HeadGraph(nn.Module):
     def forward(self, input_ids, features, position_ids, attention_mask, *past):
         cache = _TracedCache(past)
         hidden = self.head(input_ids, features, position_ids, attention_mask, cache)
-        return (self.head.lm_head(hidden), hidden, *cache.present)
+        return (self.head.logits(hidden), hidden, *cache.present)
 
 
 def _kv_shape(config):
@@ -87,15 +89,17 @@ def _convert(module: nn.Module, inputs: dict, layers: int, config, output_names:
     return ov_model
 
 
-def target_with_features(ov_model):
+def target_with_features(ov_model, feature_layers: Optional[Sequence[int]] = None, fuse=None):
     """Rewrite optimum-intel's exported target graph (a copy) so one call verifies a whole draft tree.
 
     The graph keeps everything optimum-intel's export gives it (stateful KV cache, fused RoPE and SDPA kernels on
-    CPU), with two changes:
+    CPU), with three changes:
 
     * a `tree_mask` input (`[1, 1, new rows, cache slots]`, additive f32) replaces the causal mask every attention
       layer computed from `attention_mask`, so each new row sees exactly the rows the tree says (its ancestors);
-    * a `hidden_states` output (`[1, n, hidden]`): the input of `lm_head`, the feature EAGLE drafts from;
+    * a `hidden_states` output (`[1, n, hidden]`), the feature the head drafts from: the input of `lm_head`
+      (EAGLE-1/2) or, with `feature_layers` (EAGLE-3), the outputs of those decoder layers side by side, projected
+      by `fuse` (the head's `fc` weight, `[hidden, 3 * hidden]`) in the graph, as openvino-genai does too;
     * a `logits_rows` input (`with_logits_rows`): the rows `logits` are computed for.
 
     Raises `ValueError` for graphs without one shared attention mask feeding `ScaledDotProductAttention`
@@ -111,11 +115,41 @@ def target_with_features(ov_model):
     for op in attention:
         op.input(3).replace_source_output(tree_mask.output(0))
 
-    features = opset.result(lm_head_matmul(ov_model).input(0).get_source_output())
+    if feature_layers is None:
+        feature = lm_head_matmul(ov_model).input(0).get_source_output()
+    else:
+        fused = opset.concat(decoder_layer_outputs(ov_model, feature_layers), axis=-1)
+        weight = opset.constant(np.asarray(fuse, dtype=np.float32))
+        feature = opset.matmul(fused, weight, transpose_a=False, transpose_b=True).output(0)
+    features = opset.result(feature)
     features.output(0).get_tensor().set_names({"hidden_states"})
     ov_model.add_results([features])
     ov_model.add_parameters([tree_mask])
     return with_logits_rows(ov_model)
+
+
+def decoder_layer_outputs(ov_model, layers: Sequence[int]) -> list:
+    """The outputs of these decoder layers (0-based) in an optimum-intel graph: each layer's last residual `Add`
+    (after its MLP), the point transformers' `output_hidden_states` reports as `hidden_states[layer + 1]`.
+
+    Found by the layer's scope in the operation names (`layers.<i>/`), as openvino-genai finds them to serve an
+    EAGLE-3 head; a `ValueError` when a layer is not there."""
+    last_add = {}
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "Add":
+            continue
+        match = _LAYER_SCOPE.search(op.get_friendly_name())
+        if match:
+            last_add[int(match.group(1))] = op  # ordered ops: a layer's last Add is the one its output comes from
+    missing = [layer for layer in layers if int(layer) not in last_add]
+    if missing:
+        raise ValueError(f"The target graph has no decoder layers {missing} (found {len(last_add)} layers): this "
+                         "EAGLE-3 head was trained for a deeper target, or the graph does not name its layers "
+                         "`layers.<i>` as optimum-intel's exports do.")
+    return [last_add[int(layer)].output(0) for layer in layers]
+
+
+_LAYER_SCOPE = re.compile(r"layers\.(\d+)/")
 
 
 def attention_with_shared_mask(ov_model) -> list:

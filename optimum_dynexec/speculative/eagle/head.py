@@ -20,12 +20,13 @@ Its OpenVINO graphs are built in `graphs.py`.
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
 from ...utils.io import atomic_directory
+from .eagle3 import Eagle3Head, is_eagle3_config, load_eagle3_head
 
 
 HEAD_WEIGHTS_SAFETENSORS = "model.safetensors"
@@ -98,6 +99,10 @@ class EagleHead(nn.Module):
             position_embeddings=position_embeddings,
         )
         return output[0] if isinstance(output, tuple) else output
+
+    def logits(self, features):
+        """Logits of predicted features: the target's own `lm_head`."""
+        return self.lm_head(features)
 
     def head_state_dict(self, include_embeddings: bool = False) -> dict:
         """The head's own weights under the published key names (`fc.*`, `layers.0.*`, `embed_tokens.weight`)."""
@@ -208,9 +213,11 @@ def read_head_weights(head_dir: Union[str, Path]) -> dict:
     )
 
 
-def load_eagle_head(head_dir: Union[str, Path], target=None) -> EagleHead:
+def load_eagle_head(head_dir: Union[str, Path], target=None):
     """Load an EAGLE head saved in the published format; with `target` (a transformers causal LM), attach its
     `lm_head` (always) and embedding (when the head did not bring `embed_tokens.weight`).
+
+    An EAGLE-3 head (`eagle3.is_eagle3_config`) loads as an `eagle3.Eagle3Head`, an EAGLE-1/2 head as `EagleHead`.
 
     Raises `ValueError` for a folder that is not an EAGLE head or a head whose shapes do not fit the target.
     """
@@ -220,6 +227,9 @@ def load_eagle_head(head_dir: Union[str, Path], target=None) -> EagleHead:
     if not (head_dir / HEAD_CONFIG).is_file():
         raise ValueError(f"`eagle_head` folder {head_dir} has no {HEAD_CONFIG}; an EAGLE head folder needs one.")
     config_dict = json.loads((head_dir / HEAD_CONFIG).read_text())
+    if is_eagle3_config(config_dict):
+        weights = {name.removeprefix("model."): tensor for name, tensor in read_head_weights(head_dir).items()}
+        return load_eagle3_head(head_dir, weights, config_dict, target)
     if "model_type" in config_dict:
         config = AutoConfig.for_model(**config_dict)
     else:  # the first EAGLE releases wrote bare LLaMA configs
@@ -262,10 +272,15 @@ def load_eagle_head(head_dir: Union[str, Path], target=None) -> EagleHead:
     return head
 
 
-def save_eagle_head(head: EagleHead, save_directory: Union[str, Path], include_embeddings: bool = False,
+def save_eagle_head(head, save_directory: Union[str, Path], include_embeddings: Optional[bool] = None,
                     safe_serialization: bool = True) -> None:
-    """Write `config.json` and the head's weights in the published format; the folder appears complete or not
-    at all (written to a temporary folder, then renamed)."""
+    """Write `config.json` and the head's weights in the published format (`EagleHead` or `eagle3.Eagle3Head`);
+    the folder appears complete or not at all (written to a temporary folder, then renamed).
+
+    `include_embeddings` (default: only for EAGLE-3 heads, whose published layout carries them) also writes the
+    target's embedding as `embed_tokens.weight`."""
+    if include_embeddings is None:
+        include_embeddings = isinstance(head, Eagle3Head)
     with atomic_directory(save_directory) as staging:
         config = head.config.to_dict()
         config.pop("_attn_implementation", None)
@@ -278,6 +293,3 @@ def save_eagle_head(head: EagleHead, save_directory: Union[str, Path], include_e
             save_file(state, staging / HEAD_WEIGHTS_SAFETENSORS, metadata={"format": "pt"})
         else:
             torch.save(state, staging / HEAD_WEIGHTS_BIN)
-
-
-# ------------------------------------------------------------------------------------------------ OpenVINO export

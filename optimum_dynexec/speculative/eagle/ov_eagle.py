@@ -26,6 +26,7 @@ from ..kv_cache import TreeDecoderSession
 from ..logits_rows import with_logits_rows
 from ..targets import TreeTarget
 from .drafter import EagleDrafter, TreeSettings
+from .eagle3 import Eagle3Head, Eagle3Wiring
 from .graphs import export_eagle_head, target_with_features
 from .head import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, load_eagle_head
 
@@ -48,12 +49,16 @@ class OVEagle:
         head_model (`openvino.Model`): `eagle.export_eagle_head(...)`.
         head_folder: the head's published-format files (copied into `eagle/` on save).
         tree (`TreeSettings`): the default tree shape.
+        eagle3 (`Eagle3Wiring`, *optional*): for an EAGLE-3 head, the target layers it fuses, its `fc` and its draft
+            vocabulary.
     """
 
-    def __init__(self, head_model: ov.Model, head_folder: Path, tree: TreeSettings = TreeSettings()):
+    def __init__(self, head_model: ov.Model, head_folder: Path, tree: TreeSettings = TreeSettings(),
+                 eagle3: Optional[Eagle3Wiring] = None):
         self.head_model = head_model
         self.head_folder = Path(head_folder)
         self.tree = tree
+        self.eagle3 = eagle3
         self._compiled = None
         self._running = None
         self.target_window: Optional[int] = None  # the compiled target's sliding attention window, set by `compile`
@@ -77,13 +82,14 @@ class OVEagle:
                                                       trust_remote_code=trust_remote_code).eval()
         head = load_eagle_head(head_dir, target)
         head_model = export_eagle_head(head)
+        eagle3 = Eagle3Wiring.of(head) if isinstance(head, Eagle3Head) else None
         del target, head
         if quantization_config:
             head_model = compress_weights(head_model, quantization_config)
         saved_tree = head_dir / EAGLE_CONFIG
         if tree is None and saved_tree.is_file():
             tree = TreeSettings(**json.loads(saved_tree.read_text())["tree"])
-        return cls(head_model, head_dir, tree or TreeSettings())
+        return cls(head_model, head_dir, tree or TreeSettings(), eagle3)
 
     @classmethod
     def load(cls, folder: Union[str, Path], tree: Optional[TreeSettings] = None) -> "OVEagle":
@@ -93,8 +99,10 @@ class OVEagle:
             if not (folder / name).is_file():
                 raise ValueError(f"{folder} is not a saved EAGLE folder: {name} is missing.")
         core = ov.Core()
-        if tree is None and (folder / EAGLE_CONFIG).is_file():
-            tree = TreeSettings(**json.loads((folder / EAGLE_CONFIG).read_text())["tree"])
+        saved = json.loads((folder / EAGLE_CONFIG).read_text()) if (folder / EAGLE_CONFIG).is_file() else {}
+        if tree is None and "tree" in saved:
+            tree = TreeSettings(**saved["tree"])
+        eagle3 = Eagle3Wiring.read(folder, saved["eagle3_feature_layers"]) if "eagle3_feature_layers" in saved else None
         # `with_logits_rows`: heads saved before that input existed load too.
         try:
             head_model = core.read_model(folder / HEAD_IR)
@@ -103,7 +111,7 @@ class OVEagle:
                 f"OpenVINO cannot read the EAGLE head {folder / HEAD_IR}: {openvino_error_reason(error)}. The "
                 "files are damaged or incomplete; export the head again (`eagle_head=` with `export=True`)."
             ) from error
-        return cls(with_logits_rows(head_model), folder, tree or TreeSettings())
+        return cls(with_logits_rows(head_model), folder, tree or TreeSettings(), eagle3)
 
     @staticmethod
     def is_saved_in(folder: Union[str, Path]) -> bool:
@@ -116,9 +124,11 @@ class OVEagle:
                 if (self.head_folder / name).is_file():
                     shutil.copy2(self.head_folder / name, staging / name)
             ov.save_model(self.head_model, staging / HEAD_IR, compress_to_fp16=False)
-            tree = {"depth": int(self.tree.depth), "top_k": int(self.tree.top_k),
-                    "total_tokens": int(self.tree.total_tokens)}
-            (staging / EAGLE_CONFIG).write_text(json.dumps({"tree": tree}, indent=2) + "\n")
+            saved = {"tree": {"depth": int(self.tree.depth), "top_k": int(self.tree.top_k),
+                              "total_tokens": int(self.tree.total_tokens)}}
+            if self.eagle3 is not None:
+                saved["eagle3_feature_layers"] = list(self.eagle3.feature_layers)
+            (staging / EAGLE_CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
 
     # ------------------------------------------------------------------------------------------------ running
 
@@ -128,7 +138,9 @@ class OVEagle:
         `target_config` (f32 for exact greedy), and the head with `head_config`. `target_window`: the target's
         sliding attention window (`kv_cache.attention_window`), which the tree masks then apply."""
         core = ov.Core()
-        target = target_with_features(target_model)
+        eagle3 = self.eagle3
+        target = (target_with_features(target_model) if eagle3 is None else
+                  target_with_features(target_model, eagle3.feature_layers, eagle3.fuse))
         self._compiled = tuple(
             core.compile_model(graph, device, crash_free(config, device, has_state(graph)))
             for graph, config in ((target, target_config), (self.head_model, head_config))
@@ -148,7 +160,8 @@ class OVEagle:
         if self._running is None:
             target, head = self._compiled
             self._running = (TreeTarget(TreeDecoderSession(target.create_infer_request(), window=self.target_window)),
-                             EagleDrafter(head))
+                             EagleDrafter(head, draft_to_target=None if self.eagle3 is None else
+                                          self.eagle3.draft_to_target))
         self._running[1].settings = tree or self.tree
         return self._running
 

@@ -1,0 +1,230 @@
+"""EAGLE-3 heads: the published layout, the fused target features, drafting over a draft vocabulary, exactness."""
+
+import json
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from helpers.published_eagle3_head import write_published_eagle3_head
+from helpers.tiny_causal_lm import SINGLE_THREAD, SMALL_VOCAB_SIZE, load_speculative, new_tokens, random_prompt
+from optimum.intel import OVModelForCausalLM
+from scipy import stats as scipy_stats
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from optimum_dynexec.speculative.decoding import DecodingStats, speculative_decode
+from optimum_dynexec.speculative.eagle import (Eagle3Head, TreeSettings, default_feature_layers,
+                                               eagle3_config_from_target, load_eagle_head, save_eagle_head,
+                                               target_with_features)
+from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, sequence_inputs
+from optimum_dynexec.speculative.sampling import SamplingSettings
+
+LAYERS = [0, 2, 3]
+DRAFT_TOKENS = list(range(0, 128, 2)) + [1, 3, 5]  # every even token and a few odd ones: 67 of 128
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """A 4-layer tiny Llama target (EAGLE-3 fuses three of its layers), its OpenVINO export, an EAGLE-3 head in the
+    published layout, the EAGLE model, and the plain f32 reference."""
+    folder = tmp_path_factory.mktemp("eagle3")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    target = AutoModelForCausalLM.from_config(config).eval()
+    target.save_pretrained(folder / "target")
+    head = write_published_eagle3_head(config, folder / "head", LAYERS, DRAFT_TOKENS)
+    model = load_speculative(folder / "target", export=True, eagle_head=folder / "head",
+                             eagle_quantization_config=False)
+    plain = OVModelForCausalLM.from_pretrained(folder / "target", export=True,
+                                               ov_config={"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
+    return folder, target, head, model, plain
+
+
+def layer_outputs(target, ids, layers):
+    """Each decoder layer's output, caught by hooks (transformers' `hidden_states[-1]` is after the final norm)."""
+    caught, hooks = {}, []
+    for layer in set(layers):
+        hooks.append(target.model.layers[layer].register_forward_hook(
+            lambda module, args, output, layer=layer: caught.__setitem__(layer, output[0] if isinstance(
+                output, tuple) else output)))
+    try:
+        with torch.no_grad():
+            target(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat([caught[layer] for layer in layers], -1)
+
+
+def _causal_mask(length):
+    return torch.full((length, length), torch.finfo(torch.float32).min).triu(1)[None, None]
+
+
+@pytest.mark.parametrize("prefix", ["", "model."])
+def test_published_head_loads_and_computes_what_the_layout_means(deep, tmp_path, prefix):
+    folder, target, reference, _, _ = deep
+    write_published_eagle3_head(target.config, tmp_path / "head", LAYERS, DRAFT_TOKENS, prefix=prefix)
+    head = load_eagle_head(tmp_path / "head", target)
+    assert isinstance(head, Eagle3Head) and head.feature_layers == LAYERS
+    assert head.draft_to_target.tolist() == sorted(DRAFT_TOKENS)
+    ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(1))
+    fused = layer_outputs(target, ids, LAYERS)
+    with torch.no_grad():
+        embeddings = target.get_input_embeddings()(ids)
+        for features in (fused, torch.randn(1, 9, 32)):  # the target's fused features, then the head's own
+            expected_hidden, expected_logits = reference.reference_forward(embeddings, features)
+            hidden = head(ids, features, torch.arange(9)[None], _causal_mask(9))
+            torch.testing.assert_close(hidden, expected_hidden, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(head.logits(hidden), expected_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_save_writes_the_layout_it_loads(deep, tmp_path):
+    _, target, _, _, _ = deep
+    torch.manual_seed(4)
+    head = Eagle3Head(eagle3_config_from_target(target.config, 40, LAYERS)).attach_target(target)
+    head.set_draft_vocabulary(range(40, 80))
+    save_eagle_head(head, tmp_path / "saved")
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLMEagle3"] and config["draft_vocab_size"] == 40
+    assert config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == LAYERS
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "saved" / "model.safetensors")
+    assert {"fc.weight", "norm.weight", "lm_head.weight", "d2t", "t2d", "embed_tokens.weight",
+            "midlayer.hidden_norm.weight", "midlayer.self_attn.q_proj.weight"} <= set(tensors)
+    assert tensors["fc.weight"].shape == (32, 96) and tensors["midlayer.self_attn.q_proj.weight"].shape[1] == 64
+    assert (torch.arange(40) + tensors["d2t"]).tolist() == list(range(40, 80))
+    assert tensors["t2d"].sum() == 40 and tensors["t2d"][40:80].all()
+    reloaded = load_eagle_head(tmp_path / "saved", target)
+    for name, tensor in head.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], tensor)
+
+
+def test_rewritten_target_returns_the_fused_features_of_the_chosen_layers(deep):
+    folder, target, _, _, _ = deep
+    ir = OVModelForCausalLM.from_pretrained(folder / "target", export=True, compile=False)
+    fuse = np.random.default_rng(0).normal(size=(32, 96)).astype(np.float32)
+    rewritten = target_with_features(ir.model, LAYERS, fuse)
+    compiled = ov.Core().compile_model(rewritten, "CPU", {"INFERENCE_PRECISION_HINT": "f32", **SINGLE_THREAD})
+    session = TreeDecoderSession(compiled.create_infer_request())
+    prompt = random_prompt(2, 10)[0].numpy()
+    session.run(sequence_inputs(input_ids=prompt, position_ids=np.arange(10)))
+    ids = torch.from_numpy(prompt)[None]
+    expected = layer_outputs(target, ids, LAYERS)[0].numpy() @ fuse.T
+    np.testing.assert_allclose(session.outputs("hidden_states"), expected, atol=2e-4 * np.abs(expected).max())
+    # Another choice of layers gives other features: each layer's scope is found, not a neighbour's.
+    other = layer_outputs(target, ids, (1, 2, 3))[0].numpy() @ fuse.T
+    assert not np.allclose(session.outputs("hidden_states"), other, atol=1e-2)
+
+
+@pytest.mark.parametrize("tree", [TreeSettings(), TreeSettings(depth=4, top_k=4, total_tokens=10)],
+                         ids=["chain", "tree"])
+def test_greedy_output_is_token_identical(deep, tree):
+    _, _, _, model, plain = deep
+    for seed in range(3):
+        prompt = random_prompt(seed, 12)
+        expected = new_tokens(plain, prompt, max_new_tokens=30)
+        assert new_tokens(model, prompt, max_new_tokens=30, eagle_tree=tree) == expected
+        assert model.last_decoding_stats.drafted_tokens > 0
+
+
+def test_drafts_are_the_heads_own_greedy_rollout_in_target_ids(deep):
+    """A chain drafts the argmax draft token of the head fed its own features, mapped to the target's ids by
+    `d2t`: written out by hand (an unmapped id, a wrong layer or a feature off by one level drafts other tokens)."""
+    _, target, reference, model, _ = deep
+    model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
+    target_side, drafter = model.eagle.target_and_drafter(TreeSettings.chain(5))
+    prompt = random_prompt(3, 12)[0].numpy()
+    computed = target_side.prefill(prompt)
+    root = int(computed.logits[-1].argmax())
+    drafter.begin(prompt, computed, None, np.random.default_rng(0))
+    drafted = drafter.propose(np.concatenate([prompt, [root]]), 5)
+
+    fused = layer_outputs(target, torch.from_numpy(prompt)[None], LAYERS)[0]
+    with torch.no_grad():
+        features = fused @ reference.tensors["fc.weight"].T
+        embeddings = target.get_input_embeddings().weight
+        to_target = reference.draft_to_target()
+        tokens, expected = list(prompt[1:]) + [root], []
+        for _ in range(5):
+            hidden, logits = reference.reference_forward(embeddings[tokens][None], features[None])
+            expected.append(int(to_target[logits[0, -1].argmax()]))
+            tokens.append(expected[-1])
+            features = torch.cat([features, hidden[0, -1:]])
+    assert drafted.tokens.tolist() == expected
+    assert set(expected) <= set(DRAFT_TOKENS)
+
+
+def test_sampling_is_distributed_as_the_target(tmp_path):
+    """With an EAGLE-3 head drafting over part of a 16-token vocabulary, the second sampled token (drafted through
+    the tree most of the time) follows the target's marginal."""
+    torch.manual_seed(2)
+    config = LlamaConfig(vocab_size=SMALL_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch_model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        torch_model.lm_head.weight.mul_(1.5 / torch_model(torch.arange(3, 16)[None]).logits.std())
+    torch_model.save_pretrained(tmp_path / "target")
+    write_published_eagle3_head(config, tmp_path / "head", [0, 1, 2], range(3, 15), seed=3)
+    model = load_speculative(tmp_path / "target", export=True, eagle_head=tmp_path / "head")
+
+    prompt = random_prompt(3, 6, SMALL_VOCAB_SIZE)
+    temperature = 1.5
+    with torch.no_grad():
+        first = torch.softmax(torch_model(prompt).logits[0, -1] / temperature, -1)
+        sequences = torch.cat([prompt.repeat(SMALL_VOCAB_SIZE, 1), torch.arange(SMALL_VOCAB_SIZE)[:, None]], 1)
+        second = torch.softmax(torch_model(sequences).logits[:, -1] / temperature, -1)
+    expected = (first[:, None] * second).sum(0).double().numpy()
+
+    model.generate(prompt, max_new_tokens=2)
+    target, drafter = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=4, total_tokens=8))
+    sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
+    trials, counts, accepted = 600, np.zeros(SMALL_VOCAB_SIZE), 0
+    for _ in range(trials):
+        stats = DecodingStats()
+        tokens = speculative_decode(target, drafter, prompt[0].numpy(), 3, sampling=sampling, rng=rng, stats=stats)
+        counts[tokens[1]] += 1
+        accepted += stats.accepted_lengths[0] > 0
+    assert accepted > trials * 0.15
+    keep = expected * trials >= 5
+    observed, wanted = counts[keep], expected[keep]
+    if not keep.all():
+        observed, wanted = np.append(observed, counts[~keep].sum()), np.append(wanted, expected[~keep].sum())
+    wanted = wanted / wanted.sum() * trials
+    assert scipy_stats.chisquare(observed, wanted).pvalue > 1e-3
+
+
+def test_save_load_round_trip_keeps_the_fused_layers(deep, tmp_path):
+    _, _, _, model, plain = deep
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "eagle" / "eagle_config.json").read_text())
+    assert saved["eagle3_feature_layers"] == LAYERS
+    reloaded = load_speculative(tmp_path / "saved")
+    prompt = random_prompt(7, 12)
+    assert new_tokens(reloaded, prompt, max_new_tokens=25, eagle_tree=TreeSettings(depth=3, top_k=3, total_tokens=8)) \
+        == new_tokens(plain, prompt, max_new_tokens=25)
+
+
+def test_errors_say_what_to_do(deep, tmp_path):
+    _, target, _, _, _ = deep
+    write_published_eagle3_head(target.config, tmp_path / "deeper", [0, 2, 7], DRAFT_TOKENS)
+    with pytest.raises(ValueError, match="layers .*trained for another target"):
+        load_eagle_head(tmp_path / "deeper", target)
+    write_published_eagle3_head(target.config, tmp_path / "broken", LAYERS, DRAFT_TOKENS)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tmp_path / "broken" / "model.safetensors")
+    del tensors["d2t"]
+    save_file(tensors, tmp_path / "broken" / "model.safetensors")
+    with pytest.raises(ValueError, match="missing \\['d2t'\\]"):
+        load_eagle_head(tmp_path / "broken", target)
+    with pytest.raises(ValueError, match="feature_layers"):
+        eagle3_config_from_target(target.config, 40, [0, 1])
+    with pytest.raises(ValueError, match="draft_vocab_size"):
+        eagle3_config_from_target(target.config, 500, LAYERS)
+    with pytest.raises(ValueError, match="three distinct target layers"):
+        default_feature_layers(4)
+    assert default_feature_layers(30) == [2, 15, 27]
