@@ -42,6 +42,23 @@ class TrainEagleCommand(BaseOptimumCLICommand):
             "training-time test; default 1: the EAGLE paper's teacher-forced training). Each step costs about one "
             "more pass.",
         )
+        parser.add_argument(
+            "--eagle3", action="store_true",
+            help="Train an EAGLE-3 head (three target layers fused, a reduced draft vocabulary) in the layout "
+            "openvino-genai and OpenVINO Model Server serve, instead of an EAGLE-1/2 head.",
+        )
+        parser.add_argument("--draft-vocab-size", type=int, default=8192,
+                            help="EAGLE-3: draft over the target's this-many most frequent next tokens in the training "
+                            "data (default: %(default)s).")
+        parser.add_argument("--feature-layers", type=int, nargs=3, default=None, metavar=("LOW", "MIDDLE", "HIGH"),
+                            help="EAGLE-3: the target decoder layers (0-based) whose outputs the head reads (default: 2, "
+                            "n/2 and n-3 of the target's n layers, openvino-genai's default too).")
+        parser.add_argument("--chat-prompts", default=None,
+                            help="Also train on the target's own answers to these chat prompts (a .txt file, one "
+                            "prompt per line, or a .jsonl file with a `prompt` field), generated through its chat "
+                            "template.")
+        parser.add_argument("--answer-tokens", type=int, default=256,
+                            help="At most this many tokens per answer to a chat prompt (default: %(default)s).")
         parser.add_argument("--checkpoint-steps", type=int, default=100)
         parser.add_argument("--no-bf16", action="store_true", help="Train and encode in float32 (slower on CPUs).")
         parser.add_argument("--seed", type=int, default=0)
@@ -50,12 +67,14 @@ class TrainEagleCommand(BaseOptimumCLICommand):
     def run(self):
         import torch
 
-        from ..speculative.eagle.training import EagleTrainingArguments, load_training_texts, train_eagle_head
+        from ..speculative.eagle.training import (EagleTrainingArguments, load_chat_prompts, load_training_texts,
+                                                  train_eagle_head)
 
         args = self.args
         if args.threads:
             torch.set_num_threads(args.threads)
         texts = load_training_texts(args.dataset, args.split, args.text_column)
+        chat_prompts = load_chat_prompts(args.chat_prompts) if args.chat_prompts else ()
         arguments = EagleTrainingArguments(
             sequence_length=args.sequence_length,
             max_windows=args.max_windows or None,
@@ -68,10 +87,14 @@ class TrainEagleCommand(BaseOptimumCLICommand):
             checkpoint_steps=args.checkpoint_steps,
             generated_tokens=args.generated_tokens,
             draft_steps=args.draft_steps,
+            eagle3=args.eagle3,
+            draft_vocab_size=args.draft_vocab_size,
+            feature_layers=tuple(args.feature_layers) if args.feature_layers else None,
+            answer_tokens=args.answer_tokens,
             bf16_autocast=not args.no_bf16,
             seed=args.seed,
         )
-        summary = train_eagle_head(args.model, texts, args.output, arguments)
+        summary = train_eagle_head(args.model, texts, args.output, arguments, chat_prompts=chat_prompts)
         print(
             f"Saved the EAGLE head to {args.output}: {summary['steps']} steps, held-out top-1 agreement with the "
             f"target {summary['validation_top1_agreement']:.3f} (drafting steps 1-4: "

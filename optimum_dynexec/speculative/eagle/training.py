@@ -12,7 +12,14 @@ when it drafts several tokens ahead. `draft_steps > 1` trains on those predicted
 frozen; only `fc` and the decoder layer learn.
 
 Self-distillation (`generated_tokens > 0`): the end of every window is replaced by the target's own greedy
-continuation of the window's beginning (`self_distillation.py` says why).
+continuation of the window's beginning (`self_distillation.py` says why). `chat_prompts` adds the target's own answers
+to chat prompts (through its chat template) as training documents.
+
+EAGLE-3 (`eagle3=True`, arXiv 2503.01840; `eagle3.py`): the store keeps the outputs of three target layers (the
+head's input) and the target's last feature (what it predicts from), and the target's own next token; the draft
+vocabulary is the `draft_vocab_size` tokens the target chooses most often in the training windows; the head is trained
+on the target's next-token distribution restricted to that vocabulary (no feature regression), unrolled over
+`draft_steps` drafting steps as the paper's training-time test does.
 
 Both phases are resumable: features are written window by window into a float16 memory map under
 `<output>/.eagle-work/` (with a count of finished windows), and training saves a checkpoint (head, optimizer,
@@ -35,7 +42,8 @@ from tqdm.auto import tqdm
 
 from ...learning_rate import warmup_cosine
 from ...utils.io import atomic_file, atomic_save_into, write_text_atomically
-from ..self_distillation import greedy_continuation
+from ..self_distillation import chat_answers, greedy_continuation
+from .eagle3 import Eagle3Head, default_feature_layers, eagle3_config_from_target
 from .head import EagleHead, eagle_config_from_target, save_eagle_head
 
 
@@ -55,6 +63,9 @@ class EagleTrainingArguments:
     uses 1.0 / 0.1); `feature_noise` is the width of the uniform noise added to input features (the paper: 0.2).
     `draft_steps` > 1 also trains the head on its own predicted features, unrolled that many drafting steps
     (`drafted_features`), the situation of every drafted token after the first; each step costs about one more pass.
+    `eagle3` trains an EAGLE-3 head instead: over a draft vocabulary of `draft_vocab_size` tokens (capped at the
+    target's), fusing `feature_layers` (default `eagle3.default_feature_layers`). `answer_tokens` caps the target's
+    answer to each chat prompt.
     """
 
     sequence_length: int = 512
@@ -74,6 +85,10 @@ class EagleTrainingArguments:
     generated_tokens: int = 0
     generation_batch_size: int = 64
     draft_steps: int = 1
+    eagle3: bool = False
+    draft_vocab_size: int = 8192
+    feature_layers: Optional[Tuple[int, ...]] = None
+    answer_tokens: int = 256
 
     def __post_init__(self):
         if not 1 <= self.draft_steps < self.sequence_length:
@@ -116,6 +131,22 @@ def load_training_texts(dataset: Union[str, Path], split: str = "train", text_co
     return [str(text) for text in loaded[text_column]]
 
 
+def load_chat_prompts(path: Union[str, Path]) -> List[str]:
+    """Chat prompts from a `.txt` file (one per line) or a `.jsonl` file (a `prompt` field per record)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"`chat_prompts` file {path} does not exist: pass a .txt file (one prompt per line) or a "
+                         ".jsonl file with a `prompt` field.")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    try:
+        return [str(json.loads(line)["prompt"]) for line in lines]
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"`chat_prompts` file {path}: every line must be a JSON object with a `prompt` field "
+                         f"({error}).")
+
+
 def token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Optional[int], seed: int) -> np.ndarray:
     """`[windows, length]` token ids: the texts (in a seeded order, EOS between documents) cut into windows."""
     eos = tokenizer.eos_token_id
@@ -146,7 +177,8 @@ def token_windows(tokenizer, texts: Sequence[str], length: int, max_windows: Opt
 class FeatureStore:
     """The target's features for each training window, in float16 memory maps, filled resumably."""
 
-    def __init__(self, folder: Path, windows: np.ndarray, hidden_size: int, generated_tokens: int = 0):
+    def __init__(self, folder: Path, windows: np.ndarray, hidden_size: int, generated_tokens: int = 0,
+                 with_choices: bool = False):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         count, length = windows.shape
@@ -159,6 +191,9 @@ class FeatureStore:
         self.tokens = np.lib.format.open_memmap(folder / "tokens.npy", mode=mode, dtype=np.int64, shape=windows.shape)
         self.features = np.lib.format.open_memmap(folder / "features.npy", mode=mode, dtype=np.float16,
                                                   shape=(count, length, hidden_size))
+        # The target's own next token at every position (EAGLE-3: which tokens the draft vocabulary needs).
+        self.choices = np.lib.format.open_memmap(folder / "choices.npy", mode=mode, dtype=np.int32,
+                                                 shape=(count, length)) if with_choices else None
         if fresh:
             self.tokens[:] = windows
             self.tokens.flush()
@@ -169,6 +204,8 @@ class FeatureStore:
 
     def mark_done(self, done: int) -> None:
         self.features.flush()
+        if self.choices is not None:
+            self.choices.flush()
         meta = json.loads(self.meta_path.read_text())
         meta["done"] = done
         _write_json(self.meta_path, meta)
@@ -177,11 +214,13 @@ class FeatureStore:
 
 @torch.no_grad()
 def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocast: bool, progress: bool,
-                      generated_tokens: int = 0) -> None:
+                      generated_tokens: int = 0, feature_layers: Optional[Sequence[int]] = None) -> None:
     """Run the target over every window not done yet and store its last hidden state (after the final norm).
 
-    With `generated_tokens`, each window's last `generated_tokens` tokens are first replaced by the target's greedy
-    continuation of the window's beginning (written back to `store.tokens`, so a resumed run keeps them)."""
+    With `feature_layers` (EAGLE-3), store those decoder layers' outputs side by side before the last hidden state,
+    and the target's argmax token in `store.choices`. With `generated_tokens`, each window's last `generated_tokens`
+    tokens are first replaced by the target's greedy continuation of the window's beginning (written back to
+    `store.tokens`, so a resumed run keeps them)."""
     decoder = target.get_decoder()
     total = len(store.tokens)
     description = "target continuations + features" if generated_tokens else "target features"
@@ -193,11 +232,34 @@ def generate_features(target, store: FeatureStore, batch_size: int, bf16_autocas
             ids = greedy_continuation(target, ids[:, :-generated_tokens], generated_tokens)
             store.tokens[store.done : end] = ids.numpy()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast):
-            hidden = decoder(input_ids=ids).last_hidden_state
+            if feature_layers is None:
+                hidden = decoder(input_ids=ids).last_hidden_state
+            else:
+                layers, hidden = layer_outputs(decoder, ids, feature_layers)
+                store.choices[store.done : end] = target.lm_head(hidden).argmax(-1).numpy()
+                hidden = torch.cat([layers, hidden], dim=-1)
         store.features[store.done : end] = hidden.float().numpy().astype(np.float16)
         bar.update(end - store.done)
         store.mark_done(end)
     bar.close()
+
+
+def layer_outputs(decoder, ids: torch.Tensor, layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`(the outputs of these decoder layers side by side, the last hidden state)` for `ids`.
+
+    Caught by hooks on the layers, because transformers' `hidden_states[i + 1]` is layer `i`'s output except for the
+    last layer (after the final norm there); the OpenVINO target reads the same points (`graphs.decoder_layer_outputs`)."""
+    caught, hooks = {}, []
+    for layer in set(layers):
+        def catch(module, args, output, layer=layer):
+            caught[layer] = output[0] if isinstance(output, tuple) else output
+        hooks.append(decoder.layers[layer].register_forward_hook(catch))
+    try:
+        hidden = decoder(input_ids=ids).last_hidden_state
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat([caught[layer] for layer in layers], dim=-1), hidden
 
 
 def _causal_mask(length: int) -> torch.Tensor:
@@ -284,6 +346,32 @@ def draft_step_scores(head: EagleHead, tokens: torch.Tensor, features: torch.Ten
     return scores
 
 
+def eagle3_step_scores(head: Eagle3Head, tokens: torch.Tensor, stored: torch.Tensor, choices: torch.Tensor,
+                       target_rows: torch.Tensor, draft_steps: int = 1) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """`(token_loss, top1_accuracy)` of each drafting step of an EAGLE-3 head (`drafted_features` from the fused
+    layers), against the target's next-token distribution restricted to the draft vocabulary.
+
+    `stored` is what `generate_features` keeps for EAGLE-3 (`[b, T, 3 * hidden + hidden]`: the fused layers, then the
+    last feature), `choices` the target's argmax tokens `[b, T]`, `target_rows` the target's lm_head rows of the
+    draft vocabulary. Positions whose target token is outside the draft vocabulary carry no loss (no draft can be
+    right there) but count in the accuracy, which is the share of steps whose drafted token is the target's."""
+    fused_width = 3 * head.target_hidden_size
+    fused, final = stored[..., :fused_width], stored[..., fused_width:]
+    with torch.no_grad():
+        target_probs = F.softmax(final.float() @ target_rows.T, dim=-1)
+        in_vocabulary = head.t2d[choices].float()
+        to_target = torch.arange(len(head.d2t)) + head.d2t
+    scores = []
+    for step, predicted in enumerate(drafted_features(head, tokens, fused, draft_steps), start=1):
+        rows = slice(step, step + predicted.shape[1])
+        log_q = F.log_softmax(head.logits(predicted).float(), dim=-1)
+        mask = in_vocabulary[:, rows]
+        token_loss = (-(target_probs[:, rows] * log_q).sum(-1) * mask).sum() / mask.sum().clamp(min=1.0)
+        accuracy = (to_target[log_q.argmax(-1)] == choices[:, rows]).float().mean()
+        scores.append((token_loss, accuracy))
+    return scores
+
+
 def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
                feature_weight: float = 1.0, token_weight: float = 0.1, draft_steps: int = 1):
     """The EAGLE training loss on a batch of windows (`tokens` `[b, T]`, target `features` `[b, T, hidden]`).
@@ -304,11 +392,13 @@ def train_eagle_head(
     output_dir: Union[str, Path],
     arguments: EagleTrainingArguments = EagleTrainingArguments(),
     progress: bool = True,
+    chat_prompts: Sequence[str] = (),
 ) -> dict:
-    """Train an EAGLE head for the transformers causal LM `model` on `texts`; write it to `output_dir`.
+    """Train an EAGLE head (EAGLE-3 with `arguments.eagle3`) for the transformers causal LM `model` on `texts` and
+    the target's own answers to `chat_prompts`; write it to `output_dir`.
 
     Returns the training summary (also written to `output_dir/training_summary.json`): steps, final losses and
-    the held-out top-1 agreement of the head with the target.
+    the held-out top-1 agreement of the head with the target, per drafting step.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -321,18 +411,45 @@ def train_eagle_head(
     for parameter in target.parameters():
         parameter.requires_grad_(False)
     config = target.config
+    eagle3 = arguments.eagle3
+    layers = None
+    if eagle3:
+        layers = list(arguments.feature_layers or default_feature_layers(config.num_hidden_layers))
+        eagle3_config_from_target(config, min(arguments.draft_vocab_size, config.vocab_size), layers)  # checks
 
+    if chat_prompts:
+        texts = list(texts) + _cached_chat_answers(work, target, tokenizer, chat_prompts, arguments, progress)
     windows = token_windows(tokenizer, texts, arguments.sequence_length + 1, arguments.max_windows, arguments.seed)
     validation_count = min(arguments.validation_windows, max(1, len(windows) // 10))
-    store = FeatureStore(work, windows, config.hidden_size, arguments.generated_tokens)
+    store = FeatureStore(work, windows, config.hidden_size * (4 if eagle3 else 1), arguments.generated_tokens,
+                         with_choices=eagle3)
     generate_features(target, store,
                       arguments.generation_batch_size if arguments.generated_tokens else arguments.batch_size,
-                      arguments.bf16_autocast, progress, arguments.generated_tokens)
+                      arguments.bf16_autocast, progress, arguments.generated_tokens, layers)
     training_ids = np.arange(validation_count, len(windows))
     validation_ids = np.arange(validation_count)
 
     torch.manual_seed(arguments.seed)
-    head = EagleHead(eagle_config_from_target(config)).attach_target(target)
+    vocabulary_summary = {}
+    if eagle3:
+        draft_size = min(arguments.draft_vocab_size, config.vocab_size)
+        counts = np.bincount(np.asarray(store.choices[training_ids]).ravel(), minlength=config.vocab_size)
+        draft_ids = np.sort(np.argsort(-counts, kind="stable")[:draft_size])
+        head = Eagle3Head(eagle3_config_from_target(config, draft_size, layers)).attach_target(target)
+        head.set_draft_vocabulary(draft_ids)
+        target_rows = target.get_output_embeddings().weight[torch.from_numpy(draft_ids)].detach().float().clone()
+        with torch.no_grad():  # start from the target's own readout of its last feature
+            head.lm_head.weight.copy_(target_rows)
+            head.norm.weight.copy_(target.get_decoder().norm.weight.detach().float())
+        validation_choices = np.asarray(store.choices[validation_ids]).ravel()
+        vocabulary_summary = {
+            "draft_vocab_size": draft_size, "feature_layers": layers,
+            # How often the target's own next token is in the draft vocabulary: no draft can be right elsewhere.
+            "validation_draft_vocabulary_coverage": round(float(head.t2d[torch.from_numpy(
+                validation_choices.astype(np.int64))].float().mean()), 4),
+        }
+    else:
+        head = EagleHead(eagle_config_from_target(config)).attach_target(target)
     del target
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=arguments.learning_rate, weight_decay=arguments.weight_decay,
@@ -361,10 +478,18 @@ def train_eagle_head(
             group["lr"] = warmup_cosine(step, steps, arguments.learning_rate, arguments.warmup_steps,
                                         floor=0.05)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arguments.bf16_autocast):
-            loss, feature_loss, token_loss, accuracy = eagle_loss(
-                head, tokens, features, arguments.feature_noise, arguments.feature_weight, arguments.token_weight,
-                arguments.draft_steps,
-            )
+            if eagle3:
+                choices = torch.from_numpy(np.asarray(store.choices[batch_ids]).astype(np.int64))
+                per_step = eagle3_step_scores(head, tokens, features, choices, target_rows, arguments.draft_steps)
+                loss = sum(token_loss for token_loss, _ in per_step) / len(per_step)
+                feature_loss = torch.zeros(())
+                token_loss, accuracy = (torch.stack([step_[i].detach() for step_ in per_step]).mean()
+                                        for i in range(2))
+            else:
+                loss, feature_loss, token_loss, accuracy = eagle_loss(
+                    head, tokens, features, arguments.feature_noise, arguments.feature_weight,
+                    arguments.token_weight, arguments.draft_steps,
+                )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 0.5)
@@ -386,7 +511,12 @@ def train_eagle_head(
             ids = validation_ids[start : start + arguments.batch_size]
             tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
             features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
-            per_step = draft_step_scores(head, tokens, features, VALIDATION_DRAFT_STEPS)
+            if eagle3:
+                choices = torch.from_numpy(np.asarray(store.choices[ids]).astype(np.int64))
+                per_step = [(torch.zeros(()), *scores_) for scores_ in eagle3_step_scores(
+                    head, tokens, features, choices, target_rows, VALIDATION_DRAFT_STEPS)]
+            else:
+                per_step = draft_step_scores(head, tokens, features, VALIDATION_DRAFT_STEPS)
             scores.append([value.item() for value in per_step[0]])
             drafting.append([accuracy.item() for _, _, accuracy in per_step])
         validation = np.mean(scores, axis=0)
@@ -400,6 +530,9 @@ def train_eagle_head(
         "validation_top1_agreement": round(float(validation[2]), 4),
         # Drafting on its own features: agreement at steps 1..4 of a chain (step 1 is the figure above).
         "validation_agreement_per_draft_step": [round(float(value), 4) for value in np.mean(drafting, axis=0)],
+        "eagle3": eagle3,
+        **vocabulary_summary,
+        "chat_prompts": len(chat_prompts),
         "seconds": round(time.time() - started, 1),
         "arguments": dataclasses.asdict(arguments),
     }
@@ -408,6 +541,30 @@ def train_eagle_head(
         (staging / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def _cached_chat_answers(work: Path, target, tokenizer, prompts: Sequence[str], arguments: EagleTrainingArguments,
+                         progress: bool) -> List[str]:
+    """The target's answers to `prompts` as chat documents, generated once and kept in the work folder (a resumed run
+    reads them back)."""
+    path = work / "chat_answers.json"
+    key = {"prompts": len(prompts), "checksum": sum(map(hash_text, prompts)) % 1_000_000_007,
+           "answer_tokens": arguments.answer_tokens}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["documents"]
+    documents = chat_answers(target, tokenizer, prompts, arguments.answer_tokens,
+                             batch_size=max(1, arguments.generation_batch_size // 4), progress=progress)
+    _write_json(path, {"key": key, "documents": documents})
+    return documents
+
+
+def hash_text(text: str) -> int:
+    """A hash of `text` that is the same in every process (Python's `hash` of a str is salted per process)."""
+    import zlib
+
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
