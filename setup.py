@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     "gguf>=0.17,<0.20",
     "accelerate>=1.1,<1.17",
     "tqdm",
+    # optimum-intel exports an EAGLE-3 head for openvino-genai through transformers' remote-code loader, which refuses
+    # to run while a module it scans (optimum's model_patcher) imports a missing package; einops is that package.
+    "einops",
     "matplotlib",
     "scipy",
 ]

@@ -55,8 +55,8 @@ class TrainEagleCommand(BaseOptimumCLICommand):
                             "n/2 and n-3 of the target's n layers, openvino-genai's default too).")
         parser.add_argument("--chat-prompts", default=None,
                             help="Also train on the target's own answers to these chat prompts (a .txt file, one "
-                            "prompt per line, or a .jsonl file with a `prompt` field), generated through its chat "
-                            "template.")
+                            "prompt per line, or a .jsonl file with a `prompt` field), generated greedily through its "
+                            "chat template by the target exported to OpenVINO.")
         parser.add_argument("--answer-tokens", type=int, default=256,
                             help="At most this many tokens per answer to a chat prompt (default: %(default)s).")
         parser.add_argument("--checkpoint-steps", type=int, default=100)
@@ -94,7 +94,13 @@ class TrainEagleCommand(BaseOptimumCLICommand):
             bf16_autocast=not args.no_bf16,
             seed=args.seed,
         )
-        summary = train_eagle_head(args.model, texts, args.output, arguments, chat_prompts=chat_prompts)
+        answer_model = None
+        if chat_prompts:  # answered by the target exported to OpenVINO: several times faster than torch on a CPU
+            from optimum.intel import OVModelForCausalLM
+
+            answer_model = OVModelForCausalLM.from_pretrained(args.model, export=True)
+        summary = train_eagle_head(args.model, texts, args.output, arguments, chat_prompts=chat_prompts,
+                                   answer_model=answer_model)
         print(
             f"Saved the EAGLE head to {args.output}: {summary['steps']} steps, held-out top-1 agreement with the "
             f"target {summary['validation_top1_agreement']:.3f} (drafting steps 1-4: "

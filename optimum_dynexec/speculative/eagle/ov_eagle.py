@@ -4,7 +4,9 @@
 
 * `config.json` + `model.safetensors`: the head in the published EAGLE format (portable, re-trainable);
 * `openvino_eagle_head.xml/.bin`: the head exported with the target's embedding and lm_head, its own KV cache;
-* `eagle_config.json`: the default tree shape.
+* `eagle_config.json`: the default tree shape (and, for an EAGLE-3 head, the target layers it fuses);
+* `openvino_model.xml/.bin`, EAGLE-3 heads only: the draft IR openvino-genai and OpenVINO Model Server load
+  (`serving.py`), so the folder serves as `openvino_genai.draft_model(<saved>/eagle)` next to the target.
 
 The target needs no second copy: its tree-verifying graph is derived, when compiled, from the target's own
 `openvino_model.xml` (`eagle.target_with_features`), which stays as optimum-intel wrote it for
@@ -27,6 +29,7 @@ from ..logits_rows import with_logits_rows
 from ..targets import TreeTarget
 from .drafter import EagleDrafter, TreeSettings
 from .eagle3 import Eagle3Head, Eagle3Wiring
+from .serving import export_genai_draft
 from .graphs import export_eagle_head, target_with_features
 from .head import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, load_eagle_head
 
@@ -128,6 +131,7 @@ class OVEagle:
                               "total_tokens": int(self.tree.total_tokens)}}
             if self.eagle3 is not None:
                 saved["eagle3_feature_layers"] = list(self.eagle3.feature_layers)
+                export_genai_draft(staging, staging, self.eagle3.feature_layers)
             (staging / EAGLE_CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
 
     # ------------------------------------------------------------------------------------------------ running

@@ -393,9 +393,13 @@ def train_eagle_head(
     arguments: EagleTrainingArguments = EagleTrainingArguments(),
     progress: bool = True,
     chat_prompts: Sequence[str] = (),
+    answer_model=None,
 ) -> dict:
     """Train an EAGLE head (EAGLE-3 with `arguments.eagle3`) for the transformers causal LM `model` on `texts` and
     the target's own answers to `chat_prompts`; write it to `output_dir`.
+
+    `answer_model` answers the chat prompts instead of the torch target: any model with transformers' `generate`, e.g.
+    the target exported as an `OVModelForCausalLM`, which generates several times faster on a CPU.
 
     Returns the training summary (also written to `output_dir/training_summary.json`): steps, final losses and
     the held-out top-1 agreement of the head with the target, per drafting step.
@@ -418,7 +422,8 @@ def train_eagle_head(
         eagle3_config_from_target(config, min(arguments.draft_vocab_size, config.vocab_size), layers)  # checks
 
     if chat_prompts:
-        texts = list(texts) + _cached_chat_answers(work, target, tokenizer, chat_prompts, arguments, progress)
+        texts = list(texts) + _cached_chat_answers(work, answer_model if answer_model is not None else target,
+                                                   tokenizer, chat_prompts, arguments, progress)
     windows = token_windows(tokenizer, texts, arguments.sequence_length + 1, arguments.max_windows, arguments.seed)
     validation_count = min(arguments.validation_windows, max(1, len(windows) // 10))
     store = FeatureStore(work, windows, config.hidden_size * (4 if eagle3 else 1), arguments.generated_tokens,
