@@ -1,9 +1,10 @@
 """The main job on the embedded default: `make demo` / `python -m lab.demo`.
 
 On a real pretrained model, SmolLM2-135M-Instruct (installed from PyPI as a GGUF file, converted and exported to
-OpenVINO on first use, then cached): streams answers generated with speculation (prompt lookup), then measures them
-side by side with what a user runs today, plain `OVModelForCausalLM` at its default settings, in the same run
-(interleaved, medians over repeats), and says how often the two outputs agree.
+OpenVINO on first use, then cached) and the EAGLE-3 head the project trains for it (on first use, about 40 minutes):
+streams answers generated with speculation (the head for a chat question, prompt lookup for a grounded task), then
+measures both drafters side by side with what a user runs today, plain `OVModelForCausalLM` at its default settings,
+in the same run (interleaved, medians over repeats), and says whether each output equals plain's.
 """
 
 import argparse
@@ -21,20 +22,25 @@ PROMPTS = {
 
 
 def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_num_tokens: int = 5) -> dict:
-    """Stream one answer per prompt kind, then time plain vs speculative on them; returns the measurements."""
+    """Stream one answer per prompt kind, then time plain vs prompt lookup vs the EAGLE-3 head on them; returns the
+    measurements."""
     import torch
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer, TextStreamer
 
     from optimum_dynexec import OVSpeculativeModelForCausalLM
-    from lab.fixtures.real_model import real_model
+    from lab.fixtures.real_eagle3_head import real_model_with_eagle3
 
     print("== Speculative generation on a real model: SmolLM2-135M-Instruct (OpenVINO, default precision)")
-    folder = real_model()["openvino"]
+    # The model, exported at optimum-intel's defaults, with the EAGLE-3 head trained for it (on first use: about 40
+    # minutes of training, then cached).
+    folder = real_model_with_eagle3()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     plain = OVModelForCausalLM.from_pretrained(folder)  # the user's baseline: optimum-intel at its defaults
-    ours = OVSpeculativeModelForCausalLM.from_pretrained(folder)
-    speculation = dict(prompt_lookup_num_tokens=prompt_lookup_num_tokens)
+    ours = OVSpeculativeModelForCausalLM.from_pretrained(folder)  # the head in eagle/ drafts by default
+    sides = {"plain": (plain, {}), "prompt lookup": (ours, dict(prompt_lookup_num_tokens=prompt_lookup_num_tokens)),
+             "EAGLE-3": (ours, {})}
+    streamed_with = {"chat": "EAGLE-3", "grounded": "prompt lookup"}
     settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
 
     inputs = {}
@@ -42,16 +48,17 @@ def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_n
         text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                              add_generation_prompt=True)
         inputs[kind] = tokenizer(text, return_tensors="pt")
+        side = streamed_with[kind]
         print(f"\n-- {kind} prompt ------------------------------------------------------------\n{question}\n"
-              f"-- answer (streamed, speculative) ---------------------------------------")
-        ours.generate(**inputs[kind], streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
-                      max_new_tokens=max_new_tokens, do_sample=False, **speculation)
+              f"-- answer (streamed, {side}) ---------------------------------------")
+        model, extra = sides[side]
+        model.generate(**inputs[kind], streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+                       max_new_tokens=max_new_tokens, do_sample=False, **extra)
 
     print(f"\n-- timing: {repeats} repeats, interleaved, {max_new_tokens} new tokens each --")
-    sides = (("plain", plain, {}), ("speculative", ours, speculation))
-    runs = {(kind, mode): (lambda model=model, encoded=encoded, extra=extra: model.generate(**encoded, **settings,
+    runs = {(kind, side): (lambda model=model, encoded=encoded, extra=extra: model.generate(**encoded, **settings,
                                                                                             **extra))
-            for kind, encoded in inputs.items() for mode, model, extra in sides}
+            for kind, encoded in inputs.items() for side, (model, extra) in sides.items()}
     outputs = {key: run() for key, run in runs.items()}  # warm-up, and the outputs compared
     seconds = {key: [] for key in runs}
     # Prompts alternate from call to call: a speculative call keeps what its cache holds of the previous prompt
@@ -63,19 +70,23 @@ def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_n
             seconds[key].append(time.perf_counter() - start)
     results = {}
     for kind, encoded in inputs.items():
-        ours.generate(**encoded, **settings, **speculation)
-        stats = ours.last_decoding_stats
         plain_rate = max_new_tokens / statistics.median(seconds[(kind, "plain")])
-        ours_rate = max_new_tokens / statistics.median(seconds[(kind, "speculative")])
         prompt_length = encoded["input_ids"].shape[1]
-        same = bool(torch.equal(outputs[(kind, "plain")], outputs[(kind, "speculative")]))
-        results[kind] = dict(plain_tokens_per_second=plain_rate, speculative_tokens_per_second=ours_rate,
-                             speedup=ours_rate / plain_rate, target_calls=stats.target_calls,
-                             new_tokens_per_target_call=stats.new_tokens / stats.target_calls,
-                             identical_to_plain=same)
-        print(f"{kind:>9}: plain {plain_rate:6.1f} tok/s, speculative {ours_rate:6.1f} tok/s -> "
-              f"{ours_rate / plain_rate:.2f}x; {stats.new_tokens / stats.target_calls:.2f} new tokens per target call; "
-              f"output {'identical to' if same else 'differs from'} plain (prompt {prompt_length} tokens)")
+        print(f"{kind} (prompt {prompt_length} tokens): plain {plain_rate:6.1f} tok/s")
+        for side, (model, extra) in sides.items():
+            if side == "plain":
+                continue
+            model.generate(**encoded, **settings, **extra)
+            stats = model.last_decoding_stats
+            rate = max_new_tokens / statistics.median(seconds[(kind, side)])
+            same = bool(torch.equal(outputs[(kind, "plain")], outputs[(kind, side)]))
+            results[(kind, side)] = dict(plain_tokens_per_second=plain_rate, tokens_per_second=rate,
+                                         speedup=rate / plain_rate, target_calls=stats.target_calls,
+                                         new_tokens_per_target_call=stats.new_tokens / stats.target_calls,
+                                         identical_to_plain=same)
+            print(f"  {side:>13}: {rate:6.1f} tok/s -> {rate / plain_rate:.2f}x; "
+                  f"{stats.new_tokens / stats.target_calls:.2f} new tokens per target call; "
+                  f"output {'identical to' if same else 'differs from'} plain")
     return results
 
 

@@ -6,7 +6,8 @@ does at its defaults, and cached) and runs, in one process:
 
 - `plain`: optimum-intel `OVModelForCausalLM.generate()` at its defaults (no `ov_config`: bf16 on CPUs that have it),
   what users run today; every ratio is against it;
-- `genai_plain`, `genai_prompt_lookup`, `genai_draft` (with a draft): `openvino_genai.LLMPipeline` on the same IR,
+- `genai_plain`, `genai_prompt_lookup`, `genai_draft` (with a draft), `genai_eagle` (with an EAGLE-3 head in
+  `eagle/`, served as `openvino_genai.draft_model(folder / "eagle")`): `openvino_genai.LLMPipeline` on the same IR,
   the fastest thing a user could switch to;
 - ours (`OVSpeculativeModelForCausalLM`): `prompt_lookup`, `draft` (with a draft), `eagle` (when the folder has an
   `eagle/` head).
@@ -41,7 +42,7 @@ from optimum_dynexec.utils.model_files import OPENVINO_TOKENIZER_FILES, write_op
 from .prompt_sets import BUILTIN_KINDS, BenchmarkPrompt, builtin_prompts, encode_prompt, read_prompts_file
 
 PLAIN = "plain"
-GENAI_MODES = ("genai_plain", "genai_prompt_lookup", "genai_draft")
+GENAI_MODES = ("genai_plain", "genai_prompt_lookup", "genai_draft", "genai_eagle")
 OUR_MODES = ("prompt_lookup", "draft", "eagle")
 MODES = (PLAIN,) + GENAI_MODES + OUR_MODES
 REAL_MODEL = "real"
@@ -53,6 +54,10 @@ PROMPT_LOOKUP_TOKENS = 5  # the same as openvino-genai's (lengths compared in do
 GENAI_LOOKUP_TOKENS = 5
 GENAI_MAX_NGRAM_SIZE = 3
 GENAI_DRAFT_TOKENS = 5
+# A chain as long as ours (speculative.eagle.TreeSettings' default depth). Chains, not genai's tree mode: in 2026.4 the
+# tree mode's greedy output leaves the target's argmax (docs/eagle.md, "Serving").
+GENAI_EAGLE_TOKENS = 8
+REAL_MODEL_EAGLE3 = "real-eagle3"
 
 
 
@@ -86,6 +91,8 @@ def resolve_model(model: Union[str, Path], option: str = "model", progress: bool
     """The OpenVINO folder to benchmark for `model`:
 
     - "real": the real-model fixture (SmolLM2-135M-Instruct, `lab.fixtures.real_model`);
+    - "real-eagle3": the same, with the EAGLE-3 head trained for it in `eagle/` (`lab.fixtures.real_eagle3_head`;
+      trained on first use);
     - a folder holding `openvino_model.xml`: itself;
     - a `.gguf` file: converted by `optimum_dynexec.gguf.checkpoint_for_gguf`, then exported as a checkpoint;
     - a transformers checkpoint folder (`config.json`): exported once by optimum-intel at its defaults, with the
@@ -95,6 +102,10 @@ def resolve_model(model: Union[str, Path], option: str = "model", progress: bool
         from lab.fixtures.real_model import real_model
 
         return Path(real_model(progress=progress)["openvino"])
+    if str(model) == REAL_MODEL_EAGLE3:
+        from lab.fixtures.real_eagle3_head import real_model_with_eagle3
+
+        return real_model_with_eagle3(progress=progress)
     path = Path(model).expanduser()
     if not path.exists():
         also = ' (or "real", the built-in real model)' if option == "model" else ""
@@ -240,6 +251,10 @@ class _Runners:
             available.add("eagle")
         elif "eagle" in wanted:
             self.skipped["eagle"] = f"no EAGLE head in {folder / 'eagle'}"
+        if (folder / "eagle" / "openvino_model.xml").is_file():
+            available.add("genai_eagle")
+        elif "genai_eagle" in wanted:
+            self.skipped["genai_eagle"] = f"no EAGLE-3 draft IR in {folder / 'eagle'}"
         self.modes = [mode for mode in MODES if mode in wanted and mode in available]
         self.genai = self._genai_pipelines(folder, draft_folder, tokenizer, ov_config, stack)
         self.modes = [mode for mode in self.modes if mode not in GENAI_MODES or mode in self.genai]
@@ -277,6 +292,10 @@ class _Runners:
                 draft = openvino_genai.draft_model(str(draft_view), "CPU", **drafter_ov_config(ov_config))
                 pipelines["genai_draft"] = openvino_genai.LLMPipeline(str(genai_folder), "CPU", draft_model=draft,
                                                                       **properties)
+        if "genai_eagle" in wanted:
+            head = openvino_genai.draft_model(str(folder / "eagle"), "CPU", **drafter_ov_config(ov_config))
+            pipelines["genai_eagle"] = openvino_genai.LLMPipeline(str(genai_folder), "CPU", draft_model=head,
+                                                                  **properties)
         return pipelines
 
     def genai_config(self, mode: str):
@@ -293,6 +312,8 @@ class _Runners:
             config.max_ngram_size = GENAI_MAX_NGRAM_SIZE
         elif mode == "genai_draft":
             config.num_assistant_tokens = GENAI_DRAFT_TOKENS
+        elif mode == "genai_eagle":
+            config.num_assistant_tokens = GENAI_EAGLE_TOKENS
         return config
 
     def prepare(self, token_ids: Sequence[int]) -> dict:
@@ -518,11 +539,12 @@ def benchmark_model(
                      "genai_prompt_lookup": {"num_assistant_tokens": GENAI_LOOKUP_TOKENS,
                                              "max_ngram_size": GENAI_MAX_NGRAM_SIZE},
                      "genai_draft": {"num_assistant_tokens": GENAI_DRAFT_TOKENS},
+                     "genai_eagle": {"num_assistant_tokens": GENAI_EAGLE_TOKENS},
                      "draft": "package defaults", "eagle": "package defaults"},
         "machine": _machine(),
         **(context or {}),
     }
-    name = REAL_MODEL if str(model) == REAL_MODEL else Path(str(model)).expanduser().resolve().stem
+    name = str(model) if str(model) in (REAL_MODEL, REAL_MODEL_EAGLE3) else Path(str(model)).expanduser().resolve().stem
     path = Path(output) if output is not None else Path("results") / f"benchmark-{name}.json"
     write_results(results, path, full_context, per_prompt)
     return results, path

@@ -22,7 +22,9 @@ DEFAULT_TIMING_EXAMPLES = 1024
 CLASSIFICATION_SPLIT = "test"
 # Kept in step with lab.benchmark.generation (which imports numpy, too heavy for argument setup; a test checks).
 REAL_MODEL = "real"
-MODES = ("plain", "genai_plain", "genai_prompt_lookup", "genai_draft", "prompt_lookup", "draft", "eagle")
+REAL_MODEL_EAGLE3 = "real-eagle3"
+MODES = ("plain", "genai_plain", "genai_prompt_lookup", "genai_draft", "genai_eagle", "prompt_lookup", "draft",
+         "eagle")
 BUILTIN_KINDS = ("chat", "grounded", "random")
 FIXTURE_KINDS = ("completion", "editing", "random")
 DEFAULT_PROMPTS_PER_KIND = 8
@@ -160,7 +162,7 @@ def check_arguments(args) -> None:
             raise ValueError(f"--kinds {' '.join(unknown)}: the fixture's kinds are {', '.join(FIXTURE_KINDS)}.")
         return
     for option, value in (("--model", args.model), ("--draft-model", args.draft_model)):
-        if value is None or (option == "--model" and value == REAL_MODEL):
+        if value is None or (option == "--model" and value in (REAL_MODEL, REAL_MODEL_EAGLE3)):
             continue
         path = Path(value).expanduser()
         if not path.exists():
@@ -203,7 +205,8 @@ class BenchmarkCommand(BaseOptimumCLICommand):
             "-m", "--model", default=REAL_MODEL,
             help="text-generation: OpenVINO folder, transformers checkpoint folder or .gguf file (the last two are "
             "exported once by optimum-intel at its defaults and cached); 'real' is SmolLM2-135M-Instruct, built and "
-            "cached on first use. text-classification: the folder written by `optimum-cli export dynexec --task "
+            "cached on first use; 'real-eagle3' the same with the EAGLE-3 head trained for it (about 40 minutes on "
+            "first use, then cached). text-classification: the folder written by `optimum-cli export dynexec --task "
             "text-classification` or by `train-exits` (exported to a temporary folder). Default: %(default)s "
             "(text-generation); required for text-classification.",
         )

@@ -261,6 +261,7 @@ def test_cli_constants_follow_the_library():
     assert command.BUILTIN_KINDS == prompt_sets.BUILTIN_KINDS
     assert command.FIXTURE_KINDS == generation.FIXTURE_KINDS
     assert command.REAL_MODEL == generation.REAL_MODEL
+    assert command.REAL_MODEL_EAGLE3 == generation.REAL_MODEL_EAGLE3
     assert command.DEFAULT_PROMPTS_PER_KIND == generation.DEFAULT_PROMPTS_PER_KIND
     assert _parse().prompt_lookup_tokens == generation.PROMPT_LOOKUP_TOKENS
 

@@ -1,0 +1,89 @@
+"""Where EAGLE-3 generation spends its time on the real model: target calls, head calls, the loop; chain vs tree.
+
+Run `python -m lab.experiments.eagle3_call_costs` (builds the real model and its EAGLE-3 head on first use). For each
+tree shape, generates greedily on the held-out chat and grounded prompts (test split, as the benchmark) and reports
+tokens per verification, the mean wall time of a target verification call and of one head call (one drafting level
+or the call feeding it the accepted pairs), and the head's cost per call against the target's. Timers wrap the
+sessions' `run`, so the numbers include each call's Python around OpenVINO's infer. Writes JSON next to the table.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+from statistics import mean
+
+SHAPES = {"chain-4": (4, 1, 4), "chain-6": (6, 1, 6), "chain-8": (8, 1, 8), "tree-6x2x10": (6, 2, 10),
+          "tree-5x4x12": (5, 4, 12)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompts-per-kind", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--output", type=Path, default=Path("docs/results/real-model-eagle3-call-costs.json"))
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from lab.benchmark.prompt_sets import builtin_prompts, encode_prompt
+    from lab.fixtures.real_eagle3_head import real_model_with_eagle3
+    from optimum_dynexec import OVSpeculativeModelForCausalLM
+    from optimum_dynexec.speculative.eagle import TreeSettings
+
+    folder = real_model_with_eagle3()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = OVSpeculativeModelForCausalLM.from_pretrained(folder)
+    prompts = builtin_prompts(("chat", "grounded"), args.prompts_per_kind, tokenizer, split="test")
+    model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2)  # compiles the EAGLE graphs
+    target, drafter = model.eagle.target_and_drafter()
+    timings = {"target": [], "head": []}
+
+    def timed(session, name):
+        run = session.run
+
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            result = run(*a, **k)
+            timings[name].append(time.perf_counter() - start)
+            return result
+        session.run = wrapper
+
+    timed(target.session, "target")
+    timed(drafter.head, "head")
+    rows = []
+    for shape, (depth, top_k, total) in SHAPES.items():
+        for kind, items in prompts.items():
+            for name in timings:
+                timings[name].clear()
+            per_verification, new_tokens, seconds = [], 0, 0.0
+            for prompt in items:
+                ids = torch.tensor([encode_prompt(prompt, tokenizer)])
+                start = time.perf_counter()
+                output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                                        do_sample=False, eagle_tree=TreeSettings(depth, top_k, total))
+                seconds += time.perf_counter() - start
+                new_tokens += output.shape[1] - ids.shape[1]
+                per_verification.append(model.last_decoding_stats.mean_accepted_length)
+            # The first target call of each prompt is its prefill: left out of the per-call mean.
+            target_ms = 1000 * float(np.median(timings["target"]))
+            head_ms = 1000 * float(np.median(timings["head"]))
+            rows.append(dict(shape=shape, kind=kind, tokens_per_verification=round(mean(per_verification), 3),
+                             tokens_per_second=round(new_tokens / seconds, 1),
+                             target_call_ms_median=round(target_ms, 2), head_call_ms_median=round(head_ms, 2),
+                             head_over_target=round(head_ms / target_ms, 3),
+                             head_calls_per_verification=round(len(timings["head"]) / max(1, len(timings["target"])), 2)))
+            print(rows[-1])
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"rows": rows, "folder": str(folder)}, indent=2) + "\n")
+    print(f"| shape | kind | tokens/verification | tok/s | target call ms | head call ms | head/target |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['shape']} | {row['kind']} | {row['tokens_per_verification']} | {row['tokens_per_second']} | "
+              f"{row['target_call_ms_median']} | {row['head_call_ms_median']} | {row['head_over_target']} |")
+
+
+if __name__ == "__main__":
+    main()
