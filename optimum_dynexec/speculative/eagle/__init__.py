@@ -2,6 +2,7 @@
 drafting for one target.
 
     head.py      the EAGLE-1/2 torch head and the published checkpoint format (load / save, both generations)
+    head_files.py  the file names of a published head folder, and reading its tensors
     eagle3.py    the EAGLE-3 head: fused low/middle/high target features, a draft vocabulary
     graphs.py    its OpenVINO graphs: the head, and the target rewritten to verify trees and output its features
     drafter.py   `EagleDrafter`: chains or dynamic trees, a `drafters.Drafter` run by the one loop (`decoding.py`)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .head_files import read_head_weights
+
 
 EAGLE3_ARCHITECTURE = "LlamaForCausalLMEagle3"
 _LAYER_IDS_KEY = "eagle_aux_hidden_state_layer_ids"
@@ -73,8 +75,6 @@ class Eagle3Wiring:
     @classmethod
     def read(cls, head_folder: Union[str, Path], feature_layers: Sequence[int]) -> "Eagle3Wiring":
         """From a published-layout folder's weights (`fc.weight`, `d2t`), with the layers already resolved."""
-        from .head import read_head_weights
-
         weights = {name.removeprefix("model."): tensor for name, tensor in read_head_weights(head_folder).items()}
         d2t = weights["d2t"].long().numpy() if "d2t" in weights else np.zeros(len(weights["lm_head.weight"]),
                                                                                 dtype=np.int64)

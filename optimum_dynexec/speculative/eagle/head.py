@@ -27,11 +27,9 @@ from torch import nn
 
 from ...utils.io import atomic_directory
 from .eagle3 import Eagle3Head, is_eagle3_config, load_eagle3_head
+from .head_files import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, read_head_weights
 
 
-HEAD_WEIGHTS_SAFETENSORS = "model.safetensors"
-HEAD_WEIGHTS_BIN = "pytorch_model.bin"
-HEAD_CONFIG = "config.json"
 # Weights that belong to the target, not to the head: never saved with a head, refused when a head brings them
 # with the wrong shape.
 _OPTIONAL_HEAD_KEYS = ("embed_tokens.weight", "fc.bias", "layers.0.input_layernorm.weight")
@@ -196,21 +194,6 @@ def check_head_matches_target(head_config, target_hidden_size: int, target_vocab
 
 
 # ------------------------------------------------------------------------------------------------ published format
-
-
-def read_head_weights(head_dir: Union[str, Path]) -> dict:
-    """The tensors of a published head folder (`model.safetensors` preferred, else `pytorch_model.bin`)."""
-    head_dir = Path(head_dir)
-    if (head_dir / HEAD_WEIGHTS_SAFETENSORS).is_file():
-        from safetensors.torch import load_file
-
-        return load_file(head_dir / HEAD_WEIGHTS_SAFETENSORS)
-    if (head_dir / HEAD_WEIGHTS_BIN).is_file():
-        return torch.load(head_dir / HEAD_WEIGHTS_BIN, map_location="cpu", weights_only=True)
-    raise ValueError(
-        f"`eagle_head` folder {head_dir} holds neither {HEAD_WEIGHTS_SAFETENSORS} nor {HEAD_WEIGHTS_BIN}: pass a "
-        "folder with an EAGLE head's config.json and weights (fc.*, layers.0.*)."
-    )
 
 
 def load_eagle_head(head_dir: Union[str, Path], target=None):

@@ -31,7 +31,8 @@ from .drafter import EagleDrafter, TreeSettings
 from .eagle3 import Eagle3Head, Eagle3Wiring
 from .serving import export_genai_draft
 from .graphs import export_eagle_head, target_with_features
-from .head import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS, load_eagle_head
+from .head import load_eagle_head
+from .head_files import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS
 
 
 EAGLE_SUBFOLDER = "eagle"
