@@ -343,3 +343,28 @@ def test_openvino_genai_serves_the_exported_head_and_decodes_as_the_target(text_
     result = generate(served, num_assistant_tokens=4)
     assert list(result.tokens[0]) == expected
     assert result.extended_perf_metrics.get_num_accepted_tokens() > 0
+
+
+def test_chat_answers_are_the_targets_own_greedy_answers_batched_or_not(text_target, tmp_path):
+    """Batched (left-padded, longest first) answers equal answering each prompt alone; each stops after its first
+    end-of-sequence token; a tokenizer without a chat template is refused with what to do."""
+    from transformers import AutoTokenizer
+
+    from optimum_dynexec.speculative.self_distillation import chat_answers
+
+    target_dir, _, _ = text_target
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    with pytest.raises(ValueError, match="chat template"):
+        chat_answers(model, tokenizer, ["hi"], 4, progress=False)
+    tokenizer.chat_template = ("{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    prompts = ["Explain the module os.", "What does it do?", "A much longer question about the import system and "
+               "how it finds, loads and caches modules?"]
+    batched = chat_answers(model, tokenizer, prompts, 12, batch_size=3, progress=False)
+    alone = [chat_answers(model, tokenizer, [prompt], 12, batch_size=1, progress=False)[0] for prompt in prompts]
+    assert batched == alone
+    for prompt, document in zip(prompts, batched):
+        assert document.startswith(f"user: {prompt}\nassistant:")
+        assert document.count(tokenizer.eos_token) <= 1 and (tokenizer.eos_token not in document
+                                                              or document.endswith(tokenizer.eos_token))
