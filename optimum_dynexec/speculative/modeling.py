@@ -490,9 +490,10 @@ def _tree_settings(tree: Union[TreeSettings, dict, None]) -> Optional[TreeSettin
     if tree is None or isinstance(tree, TreeSettings):
         return tree
     if isinstance(tree, dict):
-        unknown = set(tree) - {"depth", "top_k", "total_tokens"}
+        unknown = set(tree) - {"depth", "top_k", "total_tokens", "min_confidence"}
         if unknown:
-            raise ValueError(f"`eagle_tree` takes depth, top_k and total_tokens; unknown: {sorted(unknown)}.")
+            raise ValueError(f"`eagle_tree` takes depth, top_k, total_tokens and min_confidence; unknown: "
+                             f"{sorted(unknown)}.")
         return TreeSettings(**tree)
     raise TypeError(f"`eagle_tree` must be a TreeSettings or a dict, got {type(tree).__name__}.")
 

@@ -135,26 +135,39 @@ def test_drafts_are_the_heads_own_greedy_rollout_in_target_ids(deep):
     `d2t`: written out by hand (an unmapped id, a wrong layer or a feature off by one level drafts other tokens)."""
     _, target, reference, model, _ = deep
     model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
-    target_side, drafter = model.eagle.target_and_drafter(TreeSettings.chain(5))
     prompt = random_prompt(3, 12)[0].numpy()
-    computed = target_side.prefill(prompt)
-    root = int(computed.logits[-1].argmax())
-    drafter.begin(prompt, computed, None, np.random.default_rng(0))
-    drafted = drafter.propose(np.concatenate([prompt, [root]]), 5)
+
+    def draft(settings):
+        target_side, drafter = model.eagle.target_and_drafter(settings)
+        computed = target_side.prefill(prompt)
+        root = int(computed.logits[-1].argmax())
+        drafter.begin(prompt, computed, None, np.random.default_rng(0))
+        return root, drafter.propose(np.concatenate([prompt, [root]]), 5)
+
+    root, drafted = draft(TreeSettings.chain(5))
 
     fused = layer_outputs(target, torch.from_numpy(prompt)[None], LAYERS)[0]
     with torch.no_grad():
         features = fused @ reference.tensors["fc.weight"].T
         embeddings = target.get_input_embeddings().weight
         to_target = reference.draft_to_target()
-        tokens, expected = list(prompt[1:]) + [root], []
+        tokens, expected, confidence = list(prompt[1:]) + [root], [], [1.0]
         for _ in range(5):
             hidden, logits = reference.reference_forward(embeddings[tokens][None], features[None])
             expected.append(int(to_target[logits[0, -1].argmax()]))
+            confidence.append(confidence[-1] * float(logits[0, -1].softmax(-1).max()))
             tokens.append(expected[-1])
             features = torch.cat([features, hidden[0, -1:]])
     assert drafted.tokens.tolist() == expected
     assert set(expected) <= set(DRAFT_TOKENS)
+    # With `min_confidence`, the chain stops before the first level whose chain probability would fall below it.
+    # Thresholds sit at the two sharpest drops (the head runs in bf16: a threshold between two close values would
+    # test rounding).
+    drops = sorted(range(5), key=lambda level: confidence[level + 1] / confidence[level])[:2]
+    assert all(confidence[level + 1] < 0.8 * confidence[level] for level in drops)
+    for level in drops:
+        threshold = (confidence[level] * confidence[level + 1]) ** 0.5
+        assert draft(TreeSettings.chain(5, min_confidence=threshold))[1].tokens.tolist() == expected[:level]
 
 
 def test_sampling_is_distributed_as_the_target(tmp_path):

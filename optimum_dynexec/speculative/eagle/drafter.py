@@ -26,6 +26,10 @@ class TreeSettings:
     """The draft tree's shape (EAGLE-2): `depth` levels at most, `top_k` children per expanded node and `top_k`
     expanded nodes per level, `total_tokens` nodes kept after re-ranking. `top_k=1` drafts a chain of `depth`.
 
+    `min_confidence` (chains): stop drafting once the head's own probability of the whole chain drafted so far (the
+    product of its top probabilities, EAGLE-2's estimate of the chance the target accepts it) would fall below this;
+    0 drafts every level. A head that is often unsure then spends fewer calls on drafts the target would reject.
+
     The default is a chain of 8. On this project's 2-core CPU, verification and head calls grow with the rows they
     score, which a GPU scores for free, so trees lost to chains, and chains of 8 beat 6 and 10 with the self-distilled
     head (docs/lab-notebook.md, EAGLE)."""
@@ -33,16 +37,19 @@ class TreeSettings:
     depth: int = 8
     top_k: int = 1
     total_tokens: int = 8
+    min_confidence: float = 0.0
 
     def __post_init__(self):
         for name in ("depth", "top_k", "total_tokens"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"EAGLE `{name}` must be a positive integer, got {value!r}.")
+        if not isinstance(self.min_confidence, (int, float)) or not 0 <= self.min_confidence < 1:
+            raise ValueError(f"EAGLE `min_confidence` must be a number in [0, 1), got {self.min_confidence!r}.")
 
     @classmethod
-    def chain(cls, depth: int) -> "TreeSettings":
-        return cls(depth=depth, top_k=1, total_tokens=depth)
+    def chain(cls, depth: int, min_confidence: float = 0.0) -> "TreeSettings":
+        return cls(depth=depth, top_k=1, total_tokens=depth, min_confidence=min_confidence)
 
 
 class EagleDrafter(Drafter):
@@ -149,13 +156,20 @@ class EagleDrafter(Drafter):
         a head call).
         """
         head, to_target = self.head, self.draft_to_target
+        stop_below = self.settings.min_confidence
+        confidence = 1.0
         tokens = np.empty(depth, dtype=np.int64)
         for level in range(depth):
             if level:
                 feature = head.outputs("hidden_states")[-1:].copy()  # the request overwrites its outputs
                 head.run(sequence_inputs(input_ids=tokens[level - 1 : level], features=feature,
                                          position_ids=np.array([length - 2 + level])), last_logits_only=True)
-            column = head.outputs("logits")[-1].argmax()
+            logits = head.outputs("logits")[-1]
+            column = logits.argmax()
+            if stop_below:
+                confidence /= np.exp(logits - logits[column]).sum()  # times the top probability
+                if confidence < stop_below:
+                    return DraftTree.chain(tokens[:level])
             tokens[level] = column if to_target is None else to_target[column]
         return DraftTree.chain(tokens)
 

@@ -129,7 +129,8 @@ class OVEagle:
                     shutil.copy2(self.head_folder / name, staging / name)
             ov.save_model(self.head_model, staging / HEAD_IR, compress_to_fp16=False)
             saved = {"tree": {"depth": int(self.tree.depth), "top_k": int(self.tree.top_k),
-                              "total_tokens": int(self.tree.total_tokens)}}
+                              "total_tokens": int(self.tree.total_tokens),
+                              "min_confidence": float(self.tree.min_confidence)}}
             if self.eagle3 is not None:
                 saved["eagle3_feature_layers"] = list(self.eagle3.feature_layers)
                 export_genai_draft(staging, staging, self.eagle3.feature_layers)
