@@ -54,8 +54,9 @@ PROMPT_LOOKUP_TOKENS = 5  # the same as openvino-genai's (lengths compared in do
 GENAI_LOOKUP_TOKENS = 5
 GENAI_MAX_NGRAM_SIZE = 3
 GENAI_DRAFT_TOKENS = 5
-# A chain as long as ours (speculative.eagle.TreeSettings' default depth). Chains, not genai's tree mode: in 2026.4 the
-# tree mode's greedy output leaves the target's argmax (docs/eagle.md, "Serving").
+# A chain as long as ours: the depth of the folder's saved tree (eagle/eagle_config.json), else the package default.
+# Chains, not genai's tree mode: in 2026.4 the tree mode's greedy output leaves the target's argmax (docs/eagle.md,
+# "Serving").
 GENAI_EAGLE_TOKENS = 8
 REAL_MODEL_EAGLE3 = "real-eagle3"
 
@@ -293,6 +294,9 @@ class _Runners:
                 pipelines["genai_draft"] = openvino_genai.LLMPipeline(str(genai_folder), "CPU", draft_model=draft,
                                                                       **properties)
         if "genai_eagle" in wanted:
+            saved = folder / "eagle" / "eagle_config.json"
+            self.genai_eagle_tokens = (json.loads(saved.read_text())["tree"]["depth"] if saved.is_file()
+                                       else GENAI_EAGLE_TOKENS)
             head = openvino_genai.draft_model(str(folder / "eagle"), "CPU", **drafter_ov_config(ov_config))
             pipelines["genai_eagle"] = openvino_genai.LLMPipeline(str(genai_folder), "CPU", draft_model=head,
                                                                   **properties)
@@ -313,7 +317,7 @@ class _Runners:
         elif mode == "genai_draft":
             config.num_assistant_tokens = GENAI_DRAFT_TOKENS
         elif mode == "genai_eagle":
-            config.num_assistant_tokens = GENAI_EAGLE_TOKENS
+            config.num_assistant_tokens = self.genai_eagle_tokens
         return config
 
     def prepare(self, token_ids: Sequence[int]) -> dict:
@@ -479,6 +483,7 @@ def benchmark_model(
                     bar.update()
         bar.close()
         skipped = dict(runners.skipped)
+        genai_eagle_tokens = getattr(runners, "genai_eagle_tokens", None)
         default_precision = _compiled_precision(runners.plain)
 
     results = []
@@ -539,7 +544,7 @@ def benchmark_model(
                      "genai_prompt_lookup": {"num_assistant_tokens": GENAI_LOOKUP_TOKENS,
                                              "max_ngram_size": GENAI_MAX_NGRAM_SIZE},
                      "genai_draft": {"num_assistant_tokens": GENAI_DRAFT_TOKENS},
-                     "genai_eagle": {"num_assistant_tokens": GENAI_EAGLE_TOKENS},
+                     "genai_eagle": {"num_assistant_tokens": genai_eagle_tokens},
                      "draft": "package defaults", "eagle": "package defaults"},
         "machine": _machine(),
         **(context or {}),

@@ -1,7 +1,8 @@
 """Where EAGLE-3 generation spends its time on the real model: target calls, head calls, the loop; chain vs tree.
 
 Run `python -m lab.experiments.eagle3_call_costs` (builds the real model and its EAGLE-3 head on first use). For each
-tree shape, generates greedily on the held-out chat and grounded prompts (test split, as the benchmark) and reports
+tree shape (chains, with and without `min_confidence`, and EAGLE-2 trees), generates greedily on chat and grounded prompts (the dev split by default, where shapes are chosen; the benchmark
+measures on test) and reports
 tokens per verification, the mean wall time of a target verification call and of one head call (one drafting level
 or the call feeding it the accepted pairs), and the head's cost per call against the target's. Timers wrap the
 sessions' `run`, so the numbers include each call's Python around OpenVINO's infer. Writes JSON next to the table.
@@ -13,14 +14,18 @@ import time
 from pathlib import Path
 from statistics import mean
 
-SHAPES = {"chain-4": (4, 1, 4), "chain-6": (6, 1, 6), "chain-8": (8, 1, 8), "tree-6x2x10": (6, 2, 10),
-          "tree-5x4x12": (5, 4, 12)}
+SHAPES = {"chain-4": dict(depth=4), "chain-8": dict(depth=8),
+          "chain-8, stop below 0.2": dict(depth=8, min_confidence=0.2),
+          "chain-8, stop below 0.4": dict(depth=8, min_confidence=0.4),
+          "tree 6x2:10": dict(depth=6, top_k=2, total_tokens=10), "tree 5x4:12": dict(depth=5, top_k=4, total_tokens=12)}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts-per-kind", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--split", default="dev", choices=("dev", "test"),
+                        help="Prompt split (default dev: shapes are chosen here, the benchmark measures on test).")
     parser.add_argument("--output", type=Path, default=Path("docs/results/real-model-eagle3-call-costs.json"))
     args = parser.parse_args(argv)
 
@@ -36,7 +41,7 @@ def main(argv=None):
     folder = real_model_with_eagle3()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = OVSpeculativeModelForCausalLM.from_pretrained(folder)
-    prompts = builtin_prompts(("chat", "grounded"), args.prompts_per_kind, tokenizer, split="test")
+    prompts = builtin_prompts(("chat", "grounded"), args.prompts_per_kind, tokenizer, split=args.split)
     model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2)  # compiles the EAGLE graphs
     target, drafter = model.eagle.target_and_drafter()
     timings = {"target": [], "head": []}
@@ -54,7 +59,8 @@ def main(argv=None):
     timed(target.session, "target")
     timed(drafter.head, "head")
     rows = []
-    for shape, (depth, top_k, total) in SHAPES.items():
+    for shape, settings in SHAPES.items():
+        tree = TreeSettings(**{"total_tokens": settings["depth"], **settings})
         for kind, items in prompts.items():
             for name in timings:
                 timings[name].clear()
@@ -63,7 +69,7 @@ def main(argv=None):
                 ids = torch.tensor([encode_prompt(prompt, tokenizer)])
                 start = time.perf_counter()
                 output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
-                                        do_sample=False, eagle_tree=TreeSettings(depth, top_k, total))
+                                        do_sample=False, eagle_tree=tree)
                 seconds += time.perf_counter() - start
                 new_tokens += output.shape[1] - ids.shape[1]
                 per_verification.append(model.last_decoding_stats.mean_accepted_length)
@@ -77,7 +83,7 @@ def main(argv=None):
                              head_calls_per_verification=round(len(timings["head"]) / max(1, len(timings["target"])), 2)))
             print(rows[-1])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"rows": rows, "folder": str(folder)}, indent=2) + "\n")
+    args.output.write_text(json.dumps({"rows": rows, "folder": str(folder), "split": args.split}, indent=2) + "\n")
     print(f"| shape | kind | tokens/verification | tok/s | target call ms | head call ms | head/target |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
