@@ -1,7 +1,7 @@
 """The main job on the embedded default: `make demo` / `python -m lab.demo`.
 
 On a real pretrained model, SmolLM2-135M-Instruct (installed from PyPI as a GGUF file, converted and exported to
-OpenVINO on first use, then cached) and the EAGLE-3 head the project trains for it (on first use, about 40 minutes):
+OpenVINO on first use, then cached) and the EAGLE-3 head the project trains for it (on first use, then cached):
 streams answers generated with speculation (the head for a chat question, prompt lookup for a grounded task), then
 measures both drafters side by side with what a user runs today, plain `OVModelForCausalLM` at its default settings,
 in the same run (interleaved, medians over repeats), and says whether each output equals plain's.
@@ -32,8 +32,8 @@ def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_n
     from lab.fixtures.real_eagle3_head import real_model_with_eagle3
 
     print("== Speculative generation on a real model: SmolLM2-135M-Instruct (OpenVINO, default precision)")
-    # The model, exported at optimum-intel's defaults, with the EAGLE-3 head trained for it (on first use: about 40
-    # minutes of training, then cached).
+    # The model, exported at optimum-intel's defaults, with the EAGLE-3 head trained for it (trained on first use, then
+    # cached; docs/benchmarks.md says how long).
     folder = real_model_with_eagle3()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     plain = OVModelForCausalLM.from_pretrained(folder)  # the user's baseline: optimum-intel at its defaults

@@ -205,8 +205,8 @@ class BenchmarkCommand(BaseOptimumCLICommand):
             "-m", "--model", default=REAL_MODEL,
             help="text-generation: OpenVINO folder, transformers checkpoint folder or .gguf file (the last two are "
             "exported once by optimum-intel at its defaults and cached); 'real' is SmolLM2-135M-Instruct, built and "
-            "cached on first use; 'real-eagle3' the same with the EAGLE-3 head trained for it (about 40 minutes on "
-            "first use, then cached). text-classification: the folder written by `optimum-cli export dynexec --task "
+            "cached on first use; 'real-eagle3' the same with the EAGLE-3 head trained for it (trained on first use, "
+            "then cached; tens of minutes on 2 cores). text-classification: the folder written by `optimum-cli export dynexec --task "
             "text-classification` or by `train-exits` (exported to a temporary folder). Default: %(default)s "
             "(text-generation); required for text-classification.",
         )
