@@ -84,7 +84,7 @@ def main(argv=None):
             print(rows[-1])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"rows": rows, "folder": str(folder), "split": args.split}, indent=2) + "\n")
-    print(f"| shape | kind | tokens/verification | tok/s | target call ms | head call ms | head/target |")
+    print("| shape | kind | tokens/verification | tok/s | target call ms | head call ms | head/target |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['shape']} | {row['kind']} | {row['tokens_per_verification']} | {row['tokens_per_second']} | "
