@@ -21,6 +21,13 @@ EXCLUDED_LOGIT = -1e4
 VOCABULARY_RT_INFO = "dynexec_draft_vocabulary_size"
 
 
+def most_chosen_tokens(choices: np.ndarray, count: int, vocab_size: int) -> np.ndarray:
+    """The `count` tokens that occur most often in `choices` (the target's own next tokens over some text), sorted by
+    id: the vocabulary a drafter that scores only part of it keeps (this module's drafts, EAGLE-3 heads)."""
+    counts = np.bincount(np.asarray(choices).ravel(), minlength=vocab_size)
+    return np.sort(np.argsort(-counts, kind="stable")[:count])
+
+
 def restrict_vocabulary(ov_model, token_ids: Sequence[int]):
     """Rewrite `ov_model` (an exported causal LM, changed in place and returned) so its `lm_head` computes the logits
     of `token_ids` only; the others read `EXCLUDED_LOGIT`. The output keeps its shape and name.

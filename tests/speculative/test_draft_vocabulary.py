@@ -57,3 +57,11 @@ def test_bad_ids_and_a_second_restriction_are_refused(tiny_models, restricted_dr
         restrict_vocabulary(model, [5, VOCAB_SIZE])
     with pytest.raises(ValueError, match="restricted vocabulary already"):
         restrict_vocabulary(ov.Core().read_model(restricted_draft / "openvino_model.xml"), KEPT)
+
+
+def test_most_chosen_tokens_are_the_most_frequent_sorted_by_id():
+    from optimum_dynexec.speculative.draft_vocabulary import most_chosen_tokens
+
+    choices = np.array([[5, 5, 5, 2, 2, 9], [9, 9, 9, 9, 1, 0]])  # 9: five times, 5: three, 2: two
+    assert most_chosen_tokens(choices, 2, 12).tolist() == [5, 9]
+    assert most_chosen_tokens(choices, 3, 12).tolist() == [2, 5, 9]

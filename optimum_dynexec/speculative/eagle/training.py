@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from ...learning_rate import warmup_cosine
 from ...utils.io import atomic_file, atomic_save_into, write_text_atomically
+from ..draft_vocabulary import most_chosen_tokens
 from ..self_distillation import chat_answers, greedy_continuation
 from .eagle3 import Eagle3Head, default_feature_layers, eagle3_config_from_target
 from .head import EagleHead, eagle_config_from_target, save_eagle_head
@@ -438,8 +439,7 @@ def train_eagle_head(
     vocabulary_summary = {}
     if eagle3:
         draft_size = min(arguments.draft_vocab_size, config.vocab_size)
-        counts = np.bincount(np.asarray(store.choices[training_ids]).ravel(), minlength=config.vocab_size)
-        draft_ids = np.sort(np.argsort(-counts, kind="stable")[:draft_size])
+        draft_ids = most_chosen_tokens(store.choices[training_ids], draft_size, config.vocab_size)
         head = Eagle3Head(eagle3_config_from_target(config, draft_size, layers)).attach_target(target)
         head.set_draft_vocabulary(draft_ids)
         target_rows = target.get_output_embeddings().weight[torch.from_numpy(draft_ids)].detach().float().clone()
@@ -553,7 +553,7 @@ def _cached_chat_answers(work: Path, target, tokenizer, prompts: Sequence[str], 
     """The target's answers to `prompts` as chat documents, generated once and kept in the work folder (a resumed run
     reads them back)."""
     path = work / "chat_answers.json"
-    key = {"prompts": len(prompts), "checksum": sum(map(hash_text, prompts)) % 1_000_000_007,
+    key = {"prompts": len(prompts), "checksum": sum(map(_hash_text, prompts)) % 1_000_000_007,
            "answer_tokens": arguments.answer_tokens}
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -565,7 +565,7 @@ def _cached_chat_answers(work: Path, target, tokenizer, prompts: Sequence[str], 
     return documents
 
 
-def hash_text(text: str) -> int:
+def _hash_text(text: str) -> int:
     """A hash of `text` that is the same in every process (Python's `hash` of a str is salted per process)."""
     import zlib
 
