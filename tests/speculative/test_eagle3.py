@@ -1,24 +1,22 @@
 """EAGLE-3 heads: the published layout, the fused target features, drafting over a draft vocabulary, exactness."""
 
 import json
-from collections import Counter
 
 import numpy as np
 import openvino as ov
 import pytest
 import torch
-from helpers.chi_square import SIGNIFICANCE, goodness_of_fit
+from helpers.chi_square import SIGNIFICANCE
+from helpers.eagle_sampling import second_token_check
 from helpers.published_eagle3_head import write_published_eagle3_head
 from helpers.tiny_causal_lm import SINGLE_THREAD, SMALL_VOCAB_SIZE, load_speculative, new_tokens, random_prompt
 from optimum.intel import OVModelForCausalLM
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from optimum_dynexec.speculative.decoding import DecodingStats, speculative_decode
 from optimum_dynexec.speculative.eagle import (Eagle3Head, TreeSettings, default_feature_layers,
                                                eagle3_config_from_target, load_eagle_head, save_eagle_head,
                                                target_with_features)
 from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, sequence_inputs
-from optimum_dynexec.speculative.sampling import SamplingSettings
 
 LAYERS = [0, 2, 3]
 DRAFT_TOKENS = list(range(0, 128, 2)) + [1, 3, 5]  # every even token and a few odd ones: 67 of 128
@@ -185,26 +183,9 @@ def test_sampling_is_distributed_as_the_target(tmp_path):
     write_published_eagle3_head(config, tmp_path / "head", [0, 1, 2], range(3, 15), seed=3)
     model = load_speculative(tmp_path / "target", export=True, eagle_head=tmp_path / "head")
 
-    prompt = random_prompt(3, 6, SMALL_VOCAB_SIZE)
-    temperature = 1.5
-    with torch.no_grad():
-        first = torch.softmax(torch_model(prompt).logits[0, -1] / temperature, -1)
-        sequences = torch.cat([prompt.repeat(SMALL_VOCAB_SIZE, 1), torch.arange(SMALL_VOCAB_SIZE)[:, None]], 1)
-        second = torch.softmax(torch_model(sequences).logits[:, -1] / temperature, -1)
-    expected = (first[:, None] * second).sum(0).double().numpy()
-
-    model.generate(prompt, max_new_tokens=2)
-    target, drafter = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=4, total_tokens=8))
-    sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
-    trials, counts, accepted = 600, np.zeros(SMALL_VOCAB_SIZE), 0
-    for _ in range(trials):
-        stats = DecodingStats()
-        tokens = speculative_decode(target, drafter, prompt[0].numpy(), 3, sampling=sampling, rng=rng, stats=stats)
-        counts[tokens[1]] += 1
-        accepted += stats.accepted_lengths[0] > 0
-    assert accepted > trials * 0.15
-    assert goodness_of_fit(Counter({token: int(count) for token, count in enumerate(counts) if count}),
-                           dict(enumerate(expected))) > SIGNIFICANCE
+    pvalue, accepted = second_token_check(model, torch_model, random_prompt(3, 6, SMALL_VOCAB_SIZE), SMALL_VOCAB_SIZE)
+    assert accepted > 0.15
+    assert pvalue > SIGNIFICANCE
 
 
 def test_save_load_round_trip_keeps_the_fused_layers(deep, tmp_path):

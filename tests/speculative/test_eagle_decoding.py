@@ -1,13 +1,13 @@
 """EAGLE generation: tree verification and cache keeping, greedy identity, exact sampling, and the model API."""
 
 import json
-from collections import Counter
 
 import numpy as np
 import openvino as ov
 import pytest
 import torch
-from helpers.chi_square import SIGNIFICANCE, goodness_of_fit
+from helpers.chi_square import SIGNIFICANCE
+from helpers.eagle_sampling import second_token_check
 from helpers.published_eagle_head import write_published_head
 from helpers.tiny_causal_lm import (SMALL_VOCAB_SIZE, SINGLE_THREAD, load_plain, load_speculative, new_tokens,
                                     random_prompt)
@@ -18,7 +18,6 @@ from optimum_dynexec.speculative.decoding import DecodingStats, speculative_deco
 from optimum_dynexec.speculative.drafters import Drafter
 from optimum_dynexec.speculative.eagle import TreeSettings, target_with_features
 from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, sequence_inputs
-from optimum_dynexec.speculative.sampling import SamplingSettings
 from optimum_dynexec.speculative.tree import DraftTree
 from optimum_dynexec.weight_compression import weight_compression_config
 
@@ -224,26 +223,9 @@ def test_sampling_is_distributed_as_the_target(small):
     """The second sampled token (drafted through the tree most of the time) follows the target's marginal."""
     target_dir, model = small
     torch_model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
-    prompt = random_prompt(3, 6, SMALL_VOCAB_SIZE)
-    temperature = 1.5
-    with torch.no_grad():
-        first = torch.softmax(torch_model(prompt).logits[0, -1] / temperature, -1)
-        sequences = torch.cat([prompt.repeat(SMALL_VOCAB_SIZE, 1), torch.arange(SMALL_VOCAB_SIZE)[:, None]], 1)
-        second = torch.softmax(torch_model(sequences).logits[:, -1] / temperature, -1)
-    expected = (first[:, None] * second).sum(0).double().numpy()
-
-    model.generate(prompt, max_new_tokens=2)  # compiles the EAGLE graphs
-    target, drafter = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=4, total_tokens=8))
-    sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
-    trials, counts, accepted = 600, np.zeros(SMALL_VOCAB_SIZE), 0
-    for _ in range(trials):
-        stats = DecodingStats()
-        tokens = speculative_decode(target, drafter, prompt[0].numpy(), 3, sampling=sampling, rng=rng, stats=stats)
-        counts[tokens[1]] += 1
-        accepted += stats.accepted_lengths[0] > 0
-    assert accepted > trials * 0.15  # the tree really proposed the second token often
-    assert goodness_of_fit(Counter({token: int(count) for token, count in enumerate(counts) if count}),
-                           dict(enumerate(expected))) > SIGNIFICANCE
+    pvalue, accepted = second_token_check(model, torch_model, random_prompt(3, 6, SMALL_VOCAB_SIZE), SMALL_VOCAB_SIZE)
+    assert accepted > 0.15  # the tree really proposed the second token often
+    assert pvalue > SIGNIFICANCE
 
 
 def test_save_load_round_trip_and_plain_loading(llama, tmp_path):
