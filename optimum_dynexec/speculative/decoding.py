@@ -12,17 +12,15 @@ OpenVINO infer requests, no framework objects in the loop.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .acceptance import accept
 from .drafters import Drafter
 from .sampling import SamplingSettings, sample
-from .targets import SequenceTarget, TreeTarget
+from .targets import Target
 from .tree import NO_PROPOSAL
-
-Target = Union[SequenceTarget, TreeTarget]
 
 
 @dataclass

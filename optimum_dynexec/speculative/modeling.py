@@ -43,13 +43,13 @@ from .config import (
     eagle_head_compression,
     target_ov_config,
 )
-from .decoding import BannedTokens, DecodingStats, Target, speculative_decode
+from .decoding import BannedTokens, DecodingStats, speculative_decode
 from .drafters import DraftLength, DraftModelDrafter, Drafter, PromptLookupDrafter
 from .eagle import EAGLE_SUBFOLDER, OVEagle, TreeSettings, attention_with_shared_mask, has_transformers_weights
 from .kv_cache import attention_window, cache_rounded_to_16_bits, sequence_axis_is_supported
 from .paged_session import PagedDecoderSession, decoder_session_for
 from .sampling import SamplingSettings
-from .targets import SequenceTarget
+from .targets import SequenceTarget, Target
 
 
 logger = logging.getLogger(__name__)

@@ -27,6 +27,9 @@ import openvino as ov
 from .logits_rows import LOGITS_ROWS_INPUT, with_logits_rows
 
 
+FEATURES_OUTPUT = "hidden_states"  # what EAGLE heads draft from, when the graph has it
+
+
 _CACHE_INPUT_PREFIXES = ("key_cache.", "value_cache.")
 
 
@@ -68,6 +71,9 @@ class PagedDecoderSession:
         # on CPU, in the element type it chose (the KV cache precision).
         self._block_size = self._cache_ports[0].get_partial_shape()[2].get_length()
         self._ports = {port.get_any_name(): port for port in compiled.inputs}
+        # EAGLE's chain target also outputs the features its head drafts from (`eagle.target_with_feature_output`).
+        self._features_port = next((port for port in compiled.outputs if FEATURES_OUTPUT in port.get_names()), None)
+        self._rows = 0  # real rows of the last call
         self._blocks = 0
         self._block_indices = np.zeros(0, dtype=np.int32)
         self._tokens = np.zeros(0, dtype=np.int64)  # the token in each cache slot, up to `length`
@@ -151,8 +157,20 @@ class PagedDecoderSession:
         request.infer()
         self._tokens[start:total] = tokens
         self.length = start + count
+        self._rows = count
         logits = request.get_output_tensor(0).data
         return logits.reshape(logits.shape[0], logits.shape[-1])[: 1 if last_logits_only else count]
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the graph outputs `hidden_states` (EAGLE's features) next to the logits."""
+        return self._features_port is not None
+
+    def features(self) -> np.ndarray:
+        """The last call's `hidden_states`, `[rows, hidden]`, one row per token it ran (with `last_logits_only` too).
+        A view of the request's output, valid until the next call."""
+        features = self.request.get_tensor(self._features_port).data
+        return features.reshape(-1, features.shape[-1])[: self._rows]
 
     def _grow(self, blocks: int) -> None:
         """Give the cache `blocks` blocks, keeping what it holds (a new generation's first call mostly allocates)."""

@@ -3,7 +3,8 @@
 One interface over the sessions that hold the target's KV cache:
 
 * `SequenceTarget` wraps a session that appends tokens in sequence and rolls back (`kv_cache.DecoderSession`,
-  stateful or stateless, and `paged_session.PagedDecoderSession`): it scores chains.
+  stateful or stateless, and `paged_session.PagedDecoderSession`): it scores chains, with the features EAGLE
+  drafts from when the paged graph outputs them.
 * `TreeTarget` wraps a `kv_cache.TreeDecoderSession` on the target rewritten with a tree mask and its hidden states
   as an output (`eagle.target_with_features`): it scores any tree, and gives the features EAGLE heads draft from.
 
@@ -11,7 +12,7 @@ Invariant: the target's cache holds every token of the sequence but the last one
 latest choice), which `verify` feeds first, before the proposal.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -29,16 +30,25 @@ class TargetOutputs(NamedTuple):
 
 
 class SequenceTarget:
-    """A target whose session appends tokens one sequence at a time and rolls back (chain proposals only)."""
+    """A target whose session appends tokens one sequence at a time and rolls back (chain proposals only).
+
+    On a paged graph with a feature output (`eagle.target_with_feature_output`) it also gives the features EAGLE
+    heads draft from, so EAGLE chains are verified on the same session as the other drafters' chains."""
 
     def __init__(self, session):
         self.session = session
+        self._features = getattr(session, "has_features", False)
         self._root = 0  # position of the root in the last verification
 
     def prefill(self, prompt: np.ndarray) -> TargetOutputs:
-        """Start a sequence with `prompt` (the session may keep a prefix it already holds); logits of its last row."""
-        held = self.session.start(prompt)
-        return TargetOutputs(self.session.append(prompt[held:], last_logits_only=True))
+        """Start a sequence with `prompt`; logits of its last row (and the features of every prompt row). The session
+        may keep a prefix it already holds, unless features are wanted: the drafter reads them for the whole prompt."""
+        session = self.session
+        if self._features:
+            session.reset()
+            return self._outputs(session.append(prompt, last_logits_only=True))
+        held = session.start(prompt)
+        return TargetOutputs(session.append(prompt[held:], last_logits_only=True))
 
     def verify(self, sequence: np.ndarray, proposal: DraftTree) -> TargetOutputs:
         """Score the root `sequence[-1]` and the chain `proposal` after it: `[1 + len(proposal), vocab]` logits."""
@@ -46,7 +56,10 @@ class SequenceTarget:
             raise ValueError("This target verifies chains; draft trees need a `TreeTarget`.")
         self._root = len(sequence) - 1
         tokens = sequence[-1:] if not len(proposal) else np.concatenate([sequence[-1:], proposal.tokens])
-        return TargetOutputs(self.session.append(tokens))
+        return self._outputs(self.session.append(tokens))
+
+    def _outputs(self, logits: np.ndarray) -> TargetOutputs:
+        return TargetOutputs(logits, self.session.features() if self._features else None)
 
     def keep(self, path: np.ndarray) -> None:
         """Keep the root and the accepted `path` of the last verification; forget the rest."""
@@ -78,3 +91,6 @@ class TreeTarget:
     def keep(self, path: np.ndarray) -> None:
         self.session.keep(self._root, np.concatenate([[0], path + 1]))
 
+
+
+Target = Union[SequenceTarget, TreeTarget]

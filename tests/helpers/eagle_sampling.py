@@ -13,10 +13,11 @@ from optimum_dynexec.speculative.sampling import SamplingSettings
 
 
 def second_token_check(model, torch_model, prompt: torch.Tensor, vocab_size: int, temperature: float = 1.5,
-                       trials: int = 600):
+                       trials: int = 600, tree: TreeSettings = TreeSettings(depth=3, top_k=4, total_tokens=8)):
     """`(chi-square p-value, share of trials whose first drafted token was accepted)` for `trials` sampled
-    generations of 3 tokens by `model`'s EAGLE drafter (a 3 x 4 : 8 tree), against the exact marginal of the second
-    token computed with `torch_model` over every first token."""
+    generations of 3 tokens by `model`'s EAGLE drafter (`tree`, by default a 3 x 4 : 8 tree; a chain is verified on
+    the paged target), against the exact marginal of the second token computed with `torch_model` over every first
+    token."""
     with torch.no_grad():
         first = torch.softmax(torch_model(prompt).logits[0, -1] / temperature, -1)
         sequences = torch.cat([prompt.repeat(vocab_size, 1), torch.arange(vocab_size)[:, None]], 1)
@@ -24,7 +25,7 @@ def second_token_check(model, torch_model, prompt: torch.Tensor, vocab_size: int
     expected = (first[:, None] * second).sum(0).double().numpy()
 
     model.generate(prompt, max_new_tokens=2)  # compiles the EAGLE graphs
-    target, drafter = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=4, total_tokens=8))
+    target, drafter = model.eagle.target_and_drafter(tree)
     sampling, rng = SamplingSettings(temperature), np.random.default_rng(0)
     counts, accepted = Counter(), 0
     for _ in range(trials):

@@ -17,6 +17,9 @@ from optimum_dynexec.speculative.eagle import (Eagle3Head, TreeSettings, default
                                                eagle3_config_from_target, load_eagle_head, save_eagle_head,
                                                target_with_features)
 from optimum_dynexec.speculative.kv_cache import TreeDecoderSession, sequence_inputs
+from optimum_dynexec.speculative.paged_session import PagedDecoderSession
+from optimum_dynexec.speculative.targets import SequenceTarget, TreeTarget
+from optimum_dynexec.speculative.tree import DraftTree
 
 LAYERS = [0, 2, 3]
 DRAFT_TOKENS = list(range(0, 128, 2)) + [1, 3, 5]  # every even token and a few odd ones: 67 of 128
@@ -129,6 +132,31 @@ def test_greedy_output_is_token_identical(deep, tree):
         assert model.last_decoding_stats.drafted_tokens > 0
 
 
+def test_chains_verify_on_the_paged_target_with_the_features_trees_get(deep):
+    """EAGLE chains are verified on the paged-attention target (the session of prompt lookup and draft models), trees
+    on the tree-masked graph: both compute the same logits and fused features for a prompt, a verification, and the
+    next verification after keeping part of it (a wrong rollback or a feature of another row would differ)."""
+    _, _, _, model, _ = deep
+    model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
+    chain, _ = model.eagle.target_and_drafter(TreeSettings.chain(3))
+    tree, _ = model.eagle.target_and_drafter(TreeSettings(depth=3, top_k=2, total_tokens=4))
+    assert isinstance(chain, SequenceTarget) and isinstance(chain.session, PagedDecoderSession)
+    assert isinstance(tree, TreeTarget)
+    prompt = random_prompt(4, 11)[0].numpy()
+    sequence = np.concatenate([prompt, [5]])
+    steps = [lambda target: target.prefill(prompt),
+             lambda target: target.verify(sequence, DraftTree.chain(np.array([7, 9, 11]))),
+             lambda target: (target.keep(np.array([0])), target.verify(np.concatenate([sequence, [7, 40]]),
+                                                                       DraftTree.chain(np.array([13, 2]))))[1]]
+    for step in steps:
+        on_chain = step(chain)
+        logits, features = on_chain.logits.copy(), on_chain.features.copy()
+        on_tree = step(tree)
+        assert features.shape == on_tree.features.shape and logits.shape == on_tree.logits.shape
+        np.testing.assert_allclose(logits, on_tree.logits, atol=1e-4 * np.abs(logits).max())
+        np.testing.assert_allclose(features, on_tree.features, atol=1e-4 * np.abs(features).max())
+
+
 def test_drafts_are_the_heads_own_greedy_rollout_in_target_ids(deep):
     """A chain drafts the argmax draft token of the head fed its own features, mapped to the target's ids by
     `d2t`: written out by hand (an unmapped id, a wrong layer or a feature off by one level drafts other tokens)."""
@@ -169,9 +197,11 @@ def test_drafts_are_the_heads_own_greedy_rollout_in_target_ids(deep):
         assert draft(TreeSettings.chain(5, min_confidence=threshold))[1].tokens.tolist() == expected[:level]
 
 
-def test_sampling_is_distributed_as_the_target(tmp_path):
-    """With an EAGLE-3 head drafting over part of a 16-token vocabulary, the second sampled token (drafted through
-    the tree most of the time) follows the target's marginal."""
+@pytest.mark.parametrize("tree, accepted_share", [(TreeSettings(depth=3, top_k=4, total_tokens=8), 0.15),
+                                                   (TreeSettings.chain(3), 0.08)], ids=["tree", "chain"])
+def test_sampling_is_distributed_as_the_target(tmp_path, tree, accepted_share):
+    """With an EAGLE-3 head drafting over part of a 16-token vocabulary, the second sampled token (drafted most of
+    the time) follows the target's marginal, in a tree (tree-masked target) and in a chain (paged target)."""
     torch.manual_seed(2)
     config = LlamaConfig(vocab_size=SMALL_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
@@ -183,8 +213,9 @@ def test_sampling_is_distributed_as_the_target(tmp_path):
     write_published_eagle3_head(config, tmp_path / "head", [0, 1, 2], range(3, 15), seed=3)
     model = load_speculative(tmp_path / "target", export=True, eagle_head=tmp_path / "head")
 
-    pvalue, accepted = second_token_check(model, torch_model, random_prompt(3, 6, SMALL_VOCAB_SIZE), SMALL_VOCAB_SIZE)
-    assert accepted > 0.15
+    pvalue, accepted = second_token_check(model, torch_model, random_prompt(3, 6, SMALL_VOCAB_SIZE), SMALL_VOCAB_SIZE,
+                                          tree=tree)
+    assert accepted > accepted_share  # a chain offers one token per level, a tree four
     assert pvalue > SIGNIFICANCE
 
 

@@ -116,12 +116,16 @@ class OracleDrafter(Drafter):
         return DraftTree(np.array(tokens), np.array(parents), np.array(depths)).truncated(limit)
 
 
+# A tree shape: `target_and_drafter` then gives the tree-verifying target (chains get the paged one).
+ORACLE_TREE = TreeSettings(depth=5, top_k=3, total_tokens=15)
+
+
 def test_tree_verification_accepts_exactly_the_true_part_of_any_tree(llama):
     target_dir, _, model, plain = llama
     model.generate(random_prompt(0, 4), max_new_tokens=2)  # compiles the EAGLE graphs
     prompt = random_prompt(7, 12)
     answer = np.array(new_tokens(plain, prompt, max_new_tokens=60))
-    target, _ = model.eagle.target_and_drafter()
+    target, _ = model.eagle.target_and_drafter(ORACLE_TREE)
     oracle = OracleDrafter(answer, 12, np.random.default_rng(0))
     stats = DecodingStats()
     output = speculative_decode(target, oracle, prompt[0].numpy(), 60, stats=stats)
@@ -152,7 +156,7 @@ def test_targets_of_other_families_verify_trees_exactly(tiny_models, architectur
     answer = np.array(new_tokens(plain, prompt, max_new_tokens=40))
     assert new_tokens(model, prompt, max_new_tokens=40) == answer.tolist()
     assert model.last_decoding_stats.drafted_tokens > 0
-    target, _ = model.eagle.target_and_drafter()  # the tree target applies the model's attention window
+    target, _ = model.eagle.target_and_drafter(ORACLE_TREE)  # the tree target applies the model's attention window
     oracle = OracleDrafter(answer, 12, np.random.default_rng(1))
     stats = DecodingStats()
     assert speculative_decode(target, oracle, prompt[0].numpy(), 40, stats=stats).tolist() == answer.tolist()

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..kv_cache import TREE_MASK_INPUT
 from ..logits_rows import lm_head_matmul, with_logits_rows
+from ..paged_session import FEATURES_OUTPUT
 from .head import EagleHead
 
 
@@ -114,6 +115,26 @@ def target_with_features(ov_model, feature_layers: Optional[Sequence[int]] = Non
     tree_mask.output(0).get_tensor().set_names({TREE_MASK_INPUT})
     for op in attention:
         op.input(3).replace_source_output(tree_mask.output(0))
+    add_feature_output(ov_model, feature_layers, fuse)
+    ov_model.add_parameters([tree_mask])
+    return with_logits_rows(ov_model)
+
+
+def target_with_feature_output(ov_model, feature_layers: Optional[Sequence[int]] = None, fuse=None):
+    """A copy of optimum-intel's exported target graph with the `hidden_states` output EAGLE drafts from (as in
+    `target_with_features`) and nothing else changed: the graph chains are verified on, once rewritten to paged
+    attention (`paged_session.paged_graph`)."""
+    ov_model = ov_model.clone()
+    attention_with_shared_mask(ov_model)  # the same targets as the tree rewrite, with the same errors
+    add_feature_output(ov_model, feature_layers, fuse)
+    return ov_model
+
+
+def add_feature_output(ov_model, feature_layers: Optional[Sequence[int]] = None, fuse=None) -> None:
+    """Give `ov_model` (in place) a `hidden_states` output: the input of `lm_head` (EAGLE-1/2) or, with
+    `feature_layers` (EAGLE-3), those decoder layers' outputs side by side, projected by `fuse` (`[hidden, 3 *
+    hidden]`)."""
+    import openvino.opset13 as opset
 
     if feature_layers is None:
         feature = lm_head_matmul(ov_model).input(0).get_source_output()
@@ -122,10 +143,8 @@ def target_with_features(ov_model, feature_layers: Optional[Sequence[int]] = Non
         weight = opset.constant(np.asarray(fuse, dtype=np.float32))
         feature = opset.matmul(fused, weight, transpose_a=False, transpose_b=True).output(0)
     features = opset.result(feature)
-    features.output(0).get_tensor().set_names({"hidden_states"})
+    features.output(0).get_tensor().set_names({FEATURES_OUTPUT})
     ov_model.add_results([features])
-    ov_model.add_parameters([tree_mask])
-    return with_logits_rows(ov_model)
 
 
 def decoder_layer_outputs(ov_model, layers: Sequence[int]) -> list:

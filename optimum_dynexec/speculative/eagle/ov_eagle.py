@@ -8,9 +8,9 @@
 * `openvino_model.xml/.bin`, EAGLE-3 heads only: the draft IR openvino-genai and OpenVINO Model Server load
   (`serving.py`), so the folder serves as `openvino_genai.draft_model(<saved>/eagle)` next to the target.
 
-The target needs no second copy: its tree-verifying graph is derived, when compiled, from the target's own
-`openvino_model.xml` (`eagle.target_with_features`), which stays as optimum-intel wrote it for
-`OVModelForCausalLM` users.
+The target needs no second copy on disk: its verifying graphs are derived, when compiled, from the target's own
+`openvino_model.xml` (`eagle.target_with_feature_output` rewritten to paged attention for chains,
+`eagle.target_with_features` for trees), which stays as optimum-intel wrote it for `OVModelForCausalLM` users.
 """
 
 import json
@@ -26,11 +26,12 @@ from ...utils.model_files import openvino_error_reason
 from ...weight_compression import compress_weights
 from ..kv_cache import TreeDecoderSession
 from ..logits_rows import with_logits_rows
-from ..targets import TreeTarget
+from ..paged_session import PagedDecoderSession, paged_graph
+from ..targets import SequenceTarget, Target, TreeTarget
 from .drafter import EagleDrafter, TreeSettings
 from .eagle3 import Eagle3Head, Eagle3Wiring
 from .serving import export_genai_draft
-from .graphs import export_eagle_head, target_with_features
+from .graphs import export_eagle_head, target_with_feature_output, target_with_features
 from .head import load_eagle_head
 from .head_files import HEAD_CONFIG, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_SAFETENSORS
 
@@ -63,9 +64,10 @@ class OVEagle:
         self.head_folder = Path(head_folder)
         self.tree = tree
         self.eagle3 = eagle3
-        self._compiled = None
-        self._running = None
-        self.target_window: Optional[int] = None  # the compiled target's sliding attention window, set by `compile`
+        self._head = None  # the compiled head, set by `compile`
+        self._target_recipe = None
+        self._targets = {}  # "chain" / "tree": the verifying targets compiled so far
+        self._drafter = None
 
     # ----------------------------------------------------------------------------------------------- building
 
@@ -140,36 +142,54 @@ class OVEagle:
 
     def compile(self, target_model: ov.Model, device: str = "CPU", target_config: Optional[dict] = None,
                 head_config: Optional[dict] = None, target_window: Optional[int] = None) -> None:
-        """Compile the tree-verifying rewrite of `target_model` (optimum-intel's stateful target graph) with
-        `target_config` (f32 for exact greedy), and the head with `head_config`. `target_window`: the target's
-        sliding attention window (`kv_cache.attention_window`), which the tree masks then apply."""
-        core = ov.Core()
-        eagle3 = self.eagle3
-        target = (target_with_features(target_model) if eagle3 is None else
-                  target_with_features(target_model, eagle3.feature_layers, eagle3.fuse))
-        self._compiled = tuple(
-            core.compile_model(graph, device, crash_free(config, device, has_state(graph)))
-            for graph, config in ((target, target_config), (self.head_model, head_config))
-        )
-        self.target_window = target_window
-        self._running = None
+        """Compile the head with `head_config`, and keep what the target's verifying graphs are derived from:
+        `target_model` (optimum-intel's stateful target graph), compiled with `target_config` (f32 for exact greedy)
+        when a generation first needs it. `target_window`: the target's sliding attention window
+        (`kv_cache.attention_window`), which the tree masks then apply."""
+        self._head = ov.Core().compile_model(self.head_model, device,
+                                             crash_free(head_config, device, has_state(self.head_model)))
+        self._target_recipe = (target_model, device, target_config, target_window)
+        self._targets = {}
+        self._drafter = None
 
     @property
     def is_compiled(self) -> bool:
-        return self._compiled is not None
+        return self._head is not None
 
-    def target_and_drafter(self, tree: Optional[TreeSettings] = None) -> Tuple[TreeTarget, EagleDrafter]:
-        """What `decoding.speculative_decode` runs: the tree-verifying target and the head's drafter, drafting `tree`
-        (default: `self.tree`). Both are reused between calls (each owns an infer request and its KV cache)."""
-        if self._compiled is None:
+    def target_and_drafter(self, tree: Optional[TreeSettings] = None) -> Tuple[Target, EagleDrafter]:
+        """What `decoding.speculative_decode` runs: the verifying target and the head's drafter, drafting `tree`
+        (default: `self.tree`). Both are reused between calls (each owns an infer request and its KV cache).
+
+        Chains are verified on the paged-attention form of the target (`SequenceTarget`), the session the other
+        drafters' chains run on, and trees on the tree-masked graph (`TreeTarget`); each is compiled at its first
+        use (a second copy of the target's weights if a model drafts both)."""
+        if self._head is None:
             raise ValueError("Call `compile()` before asking for the target and drafter.")
-        if self._running is None:
-            target, head = self._compiled
-            self._running = (TreeTarget(TreeDecoderSession(target.create_infer_request(), window=self.target_window)),
-                             EagleDrafter(head, draft_to_target=None if self.eagle3 is None else
-                                          self.eagle3.draft_to_target))
-        self._running[1].settings = tree or self.tree
-        return self._running
+        settings = tree or self.tree
+        if self._drafter is None:
+            self._drafter = EagleDrafter(self._head, draft_to_target=None if self.eagle3 is None else
+                                         self.eagle3.draft_to_target)
+        self._drafter.settings = settings
+        return self._target(chain=settings.top_k == 1), self._drafter
+
+    def _target(self, chain: bool) -> Target:
+        kind = "chain" if chain else "tree"
+        if kind not in self._targets:
+            model, device, config, window = self._target_recipe
+            layers, fuse = (None, None) if self.eagle3 is None else (self.eagle3.feature_layers, self.eagle3.fuse)
+            paged = paged_graph(target_with_feature_output(model, layers, fuse)) if chain else None
+            core = ov.Core()
+            if paged is not None:
+                compiled = core.compile_model(paged, device, crash_free(config, device, stateful_graph=True))
+                self._targets[kind] = SequenceTarget(PagedDecoderSession(compiled))
+            elif "tree" in self._targets:
+                self._targets[kind] = self._targets["tree"]
+            else:  # a tree, or a graph the paged rewrite cannot decode exactly: the tree-masked graph verifies both
+                graph = target_with_features(model, layers, fuse)
+                compiled = core.compile_model(graph, device, crash_free(config, device, has_state(graph)))
+                self._targets["tree"] = self._targets[kind] = TreeTarget(
+                    TreeDecoderSession(compiled.create_infer_request(), window=window))
+        return self._targets[kind]
 
 
 def has_transformers_weights(folder: Union[str, Path]) -> bool:
