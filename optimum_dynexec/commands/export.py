@@ -159,7 +159,7 @@ class ExportDynexecCommand(BaseOptimumCLICommand):
                             help="text-generation: EAGLE head folder (published format, e.g. from train-eagle).")
         parser.add_argument(
             "--weight-format", default="fp32", choices=WEIGHT_FORMATS,
-            help="Weight compression applied to every OpenVINO model written (NNCF).",
+            help="Weight compression applied to every OpenVINO model written (NNCF; default %(default)s).",
         )
         parser.add_argument("output", type=Path, help="Directory to write the exported model to.")
 

@@ -23,12 +23,14 @@ class LabelStepsCommand(BaseOptimumCLICommand):
                             help="SSIM to the reference image that counts as converged (default %(default)s).")
         parser.add_argument("--candidate-steps", default=",".join(map(str, DEFAULT_CANDIDATE_STEPS)),
                             help="Increasing step counts to try, comma-separated (default %(default)s).")
-        parser.add_argument("--reference-steps", type=int, default=DEFAULT_REFERENCE_STEPS)
-        parser.add_argument("--guidance-scale", type=float, default=7.5)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--height", type=int, default=None)
-        parser.add_argument("--width", type=int, default=None)
-        parser.add_argument("--device", default="CPU")
+        parser.add_argument("--reference-steps", type=int, default=DEFAULT_REFERENCE_STEPS,
+                            help="Steps of the reference image each candidate is compared with (default %(default)s).")
+        parser.add_argument("--guidance-scale", type=float, default=7.5,
+                            help="Classifier-free guidance scale (default %(default)s).")
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the initial latents (default %(default)s).")
+        parser.add_argument("--height", type=int, default=None, help="Image height (default: the pipeline's).")
+        parser.add_argument("--width", type=int, default=None, help="Image width (default: the pipeline's).")
+        parser.add_argument("--device", default="CPU", help="OpenVINO device (default %(default)s).")
         parser.add_argument("--threads", type=int, default=None,
                             help="OpenVINO inference threads (default: the plugin's choice, all cores).")
 

@@ -20,17 +20,26 @@ class TrainEagleCommand(BaseOptimumCLICommand):
             "`python -c 'import sysconfig; print(sysconfig.get_paths()[\"stdlib\"])'`) or a `datasets` name.",
         )
         parser.add_argument("--output", required=True, help="Folder to write the head to (config.json + weights).")
-        parser.add_argument("--text-column", default="text")
+        parser.add_argument("--text-column", default="text",
+                            help="Column of a .json/.jsonl or `datasets` dataset holding the text "
+                            "(default %(default)s).")
         parser.add_argument("--split", default="train", help="`datasets` split (default: train).")
-        parser.add_argument("--sequence-length", type=int, default=512)
+        parser.add_argument("--sequence-length", type=int, default=512,
+                            help="Tokens per training window (default %(default)s).")
         parser.add_argument("--max-windows", type=int, default=2000,
-                            help="At most this many windows of text are encoded by the target (0: all).")
-        parser.add_argument("--epochs", type=float, default=2.0)
-        parser.add_argument("--batch-size", type=int, default=8)
-        parser.add_argument("--learning-rate", type=float, default=1e-3)
-        parser.add_argument("--feature-weight", type=float, default=1.0, help="Weight of the feature regression.")
-        parser.add_argument("--token-weight", type=float, default=0.1, help="Weight of the token cross-entropy.")
-        parser.add_argument("--feature-noise", type=float, default=0.2)
+                            help="At most this many windows of text are encoded by the target (0: all; default "
+                            "%(default)s).")
+        parser.add_argument("--epochs", type=float, default=2.0, help="Passes over the windows (default %(default)s).")
+        parser.add_argument("--batch-size", type=int, default=8, help="Windows per step (default %(default)s).")
+        parser.add_argument("--learning-rate", type=float, default=1e-3,
+                            help="AdamW learning rate (default %(default)s).")
+        parser.add_argument("--feature-weight", type=float, default=1.0,
+                            help="Weight of the feature regression (default %(default)s).")
+        parser.add_argument("--token-weight", type=float, default=0.1,
+                            help="Weight of the token cross-entropy (default %(default)s).")
+        parser.add_argument("--feature-noise", type=float, default=0.2,
+                            help="Uniform noise added to the target's features in training, as in EAGLE (default "
+                            "%(default)s).")
         parser.add_argument(
             "--generated-tokens", type=int, default=0,
             help="Self-distillation: replace the last N tokens of every window by the target's own greedy "
@@ -59,9 +68,10 @@ class TrainEagleCommand(BaseOptimumCLICommand):
                             "chat template by the target exported to OpenVINO.")
         parser.add_argument("--answer-tokens", type=int, default=256,
                             help="At most this many tokens per answer to a chat prompt (default: %(default)s).")
-        parser.add_argument("--checkpoint-steps", type=int, default=100)
+        parser.add_argument("--checkpoint-steps", type=int, default=100,
+                            help="Save a resumable checkpoint every this many steps (default %(default)s).")
         parser.add_argument("--no-bf16", action="store_true", help="Train and encode in float32 (slower on CPUs).")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0, help="Training seed (default %(default)s).")
         parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
 
     def run(self):

@@ -3,7 +3,8 @@
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 from ..extras import require_extra
-from ..stepsaver.defaults import PredictorTrainingArguments
+from ..stepsaver.defaults import (DEFAULT_MAX_INFERENCE_STEPS, DEFAULT_MIN_INFERENCE_STEPS,
+                                  PredictorTrainingArguments)
 
 
 class TrainStepPredictorCommand(BaseOptimumCLICommand):
@@ -26,13 +27,20 @@ class TrainStepPredictorCommand(BaseOptimumCLICommand):
         parser.add_argument("--quantile", type=float, default=defaults.quantile,
                             help="Quantile of the step label to predict; above 0.5 errs towards more steps "
                             "(default %(default)s).")
-        parser.add_argument("--epochs", type=int, default=defaults.epochs)
-        parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
-        parser.add_argument("--num-layers", type=int, default=defaults.num_layers)
-        parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-        parser.add_argument("--seed", type=int, default=defaults.seed)
-        parser.add_argument("--min-inference-steps", type=int, default=None)
-        parser.add_argument("--max-inference-steps", type=int, default=None)
+        parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Training epochs (default %(default)s).")
+        parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size,
+                            help="Width of the predictor's text encoder (default %(default)s).")
+        parser.add_argument("--num-layers", type=int, default=defaults.num_layers,
+                            help="Layers of the predictor's text encoder (default %(default)s).")
+        parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                            help="AdamW learning rate (default %(default)s).")
+        parser.add_argument("--seed", type=int, default=defaults.seed, help="Training seed (default %(default)s).")
+        parser.add_argument("--min-inference-steps", type=int, default=None,
+                            help="--pipeline-output: the pipeline never runs fewer steps "
+                            f"(default {DEFAULT_MIN_INFERENCE_STEPS}).")
+        parser.add_argument("--max-inference-steps", type=int, default=None,
+                            help="--pipeline-output: the pipeline never runs more steps "
+                            f"(default {DEFAULT_MAX_INFERENCE_STEPS}).")
 
     def run(self):
         import json

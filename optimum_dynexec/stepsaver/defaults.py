@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 DEFAULT_CANDIDATE_STEPS = (4, 6, 8, 10, 12, 15, 18, 22, 26, 30, 35, 40, 50, 60, 75)
 DEFAULT_REFERENCE_STEPS = 100
+# The range the pipeline clamps predicted step counts to, unless given or saved otherwise.
+DEFAULT_MIN_INFERENCE_STEPS = 4
+DEFAULT_MAX_INFERENCE_STEPS = 100
 DEFAULT_SSIM_THRESHOLD = 0.97  # the operating point measured in docs/benchmarks.md (StepSaver)
 
 

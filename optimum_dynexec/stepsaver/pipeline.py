@@ -20,12 +20,11 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from optimum.intel import OVStableDiffusionPipeline
 
+from .defaults import DEFAULT_MAX_INFERENCE_STEPS, DEFAULT_MIN_INFERENCE_STEPS
 from .predictor import StepPredictor
 
 STEPSAVER_CONFIG_NAME = "stepsaver_config.json"
 STEP_PREDICTOR_SUBFOLDER = "step_predictor"
-DEFAULT_MIN_INFERENCE_STEPS = 4
-DEFAULT_MAX_INFERENCE_STEPS = 100
 
 # The arguments of StableDiffusionPipeline.__call__, so positional calls are read exactly as diffusers reads them.
 _CALL_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)

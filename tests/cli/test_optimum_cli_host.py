@@ -161,3 +161,24 @@ def test_extras_match_setup_py():
     setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()  # tests/cli/ -> the repository
     for extra in extras.EXTRA_MODULES:
         assert f'"{extra}": [' in setup
+
+
+def test_every_option_with_a_default_says_it_in_help():
+    """`--help` of every plugin command states each default an option falls back to (issue 20: users should not have
+    to read the code to know what they ran)."""
+    import argparse
+
+    from optimum_dynexec.commands import DynexecCommand
+    from optimum_dynexec.commands.export import ExportDynexecCommand
+
+    silent = []
+    for command in [info.subcommand_class for info in DynexecCommand.SUBCOMMANDS] + [ExportDynexecCommand]:
+        parser = argparse.ArgumentParser()
+        command.parse_args(parser)
+        for action in parser._actions:
+            if (not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction))
+                    or action.required):
+                continue
+            if action.default is not None and "default" not in (action.help or "").lower():
+                silent.append(f"{command.COMMAND.name} {action.option_strings[-1]}")
+    assert silent == []
