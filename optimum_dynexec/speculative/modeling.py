@@ -360,13 +360,18 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
 
     def _target_session(self):
         session = decoder_session_for(self)
-        if isinstance(session, PagedDecoderSession) and not getattr(self, "_released_plain_graph", False):
-            # Speculation runs on the paged graph, a second compiled copy of the weights: release optimum-intel's
-            # own until a call falls back to plain `generate()`, whose forward() compiles it again (and keeps it).
+        if isinstance(session, PagedDecoderSession):
+            self._release_plain_graph()
+        return session
+
+    def _release_plain_graph(self) -> None:
+        """Speculation runs on a graph of its own (paged, or EAGLE's tree-masked one), a second compiled copy of the
+        weights: release optimum-intel's own, once, until a call falls back to plain `generate()`, whose forward()
+        compiles it again (and keeps it)."""
+        if not getattr(self, "_released_plain_graph", False):
             self._released_plain_graph = True
             if not self._compile_only:
                 self.clear_requests()
-        return session
 
     def _target_and_drafter(self, config: GenerationConfig, assistant_model,
                             eagle_tree: Optional[TreeSettings] = None) -> Optional[Tuple[Target, Drafter]]:
@@ -376,7 +381,9 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
             if not self.eagle.is_compiled:
                 self.eagle.compile(self.model, self._device, target_ov_config(self._user_ov_config),
                                    drafter_ov_config(self._user_ov_config), attention_window(self.config))
-            return self.eagle.target_and_drafter(eagle_tree)
+            target_and_drafter = self.eagle.target_and_drafter(eagle_tree)
+            self._release_plain_graph()
+            return target_and_drafter
         drafter = self._drafter_for(config, assistant_model)
         return None if drafter is None else (SequenceTarget(self._target_session()), drafter)
 

@@ -157,6 +157,21 @@ def test_chains_verify_on_the_paged_target_with_the_features_trees_get(deep):
         np.testing.assert_allclose(features, on_tree.features, atol=1e-4 * np.abs(features).max())
 
 
+def test_eagle_releases_the_plain_graph_until_a_fallback(deep):
+    """EAGLE verifies on graphs of its own: optimum-intel's compiled graph is released at the first EAGLE call (one
+    compiled copy of the weights less) and compiled again by a call that falls back to plain decoding."""
+    folder, _, _, _, plain = deep
+    model = load_speculative(folder / "target", export=True, eagle_head=folder / "head",
+                             eagle_quantization_config=False)
+    prompt = random_prompt(15, 9)
+    assert model.request is not None  # compiled at load, as optimum-intel does
+    assert new_tokens(model, prompt, max_new_tokens=6) == new_tokens(plain, prompt, max_new_tokens=6)
+    assert model.request is None
+    fallback = dict(max_new_tokens=6, repetition_penalty=1.3)  # not speculated: plain generate()
+    assert new_tokens(model, prompt, **fallback) == new_tokens(plain, prompt, **fallback)
+    assert model.request is not None
+
+
 def test_drafts_are_the_heads_own_greedy_rollout_in_target_ids(deep):
     """A chain drafts the argmax draft token of the head fed its own features, mapped to the target's ids by
     `d2t`: written out by hand (an unmapped id, a wrong layer or a feature off by one level drafts other tokens)."""
