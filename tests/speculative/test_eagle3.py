@@ -317,7 +317,7 @@ def test_train_eagle3_cli_writes_a_published_layout_head_that_agrees_with_the_ta
     rows = model.get_output_embeddings().weight[torch.from_numpy(trained.draft_to_target)].detach()
     with torch.no_grad():
         agreement = [eagle3_step_scores(head, torch.from_numpy(windows), torch.from_numpy(
-            np.asarray(store.features, dtype=np.float32)), choices, rows, 2)[0][1].item()
+            np.asarray(store.features, dtype=np.float32)), choices, rows, 2)[0][2].item()
             for head in (trained, untrained)]
     assert agreement[0] > max(0.1, 4 * agreement[1]), agreement
 

@@ -348,9 +348,11 @@ def draft_step_scores(head: EagleHead, tokens: torch.Tensor, features: torch.Ten
 
 
 def eagle3_step_scores(head: Eagle3Head, tokens: torch.Tensor, stored: torch.Tensor, choices: torch.Tensor,
-                       target_rows: torch.Tensor, draft_steps: int = 1) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """`(token_loss, top1_accuracy)` of each drafting step of an EAGLE-3 head (`drafted_features` from the fused
-    layers), against the target's next-token distribution restricted to the draft vocabulary.
+                       target_rows: torch.Tensor, draft_steps: int = 1
+                       ) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`(feature_loss, token_loss, top1_accuracy)` of each drafting step of an EAGLE-3 head (`drafted_features` from
+    the fused layers), against the target's next-token distribution restricted to the draft vocabulary. EAGLE-3
+    regresses no features, so `feature_loss` is 0: the same triples as `draft_step_scores`, for one loss (`step_loss`).
 
     `stored` is what `generate_features` keeps for EAGLE-3 (`[b, T, 3 * hidden + hidden]`: the fused layers, then the
     last feature), `choices` the target's argmax tokens `[b, T]`, `target_rows` the target's lm_head rows of the
@@ -369,8 +371,18 @@ def eagle3_step_scores(head: Eagle3Head, tokens: torch.Tensor, stored: torch.Ten
         mask = in_vocabulary[:, rows]
         token_loss = (-(target_probs[:, rows] * log_q).sum(-1) * mask).sum() / mask.sum().clamp(min=1.0)
         accuracy = (to_target[log_q.argmax(-1)] == choices[:, rows]).float().mean()
-        scores.append((token_loss, accuracy))
+        scores.append((torch.zeros(()), token_loss, accuracy))
     return scores
+
+
+def step_loss(scores, feature_weight: float, token_weight: float):
+    """The training loss over the drafting steps' `(feature_loss, token_loss, top1_accuracy)` (`draft_step_scores`,
+    `eagle3_step_scores`): the weighted losses' mean over steps. Returns `(loss, feature_loss, token_loss,
+    top1_accuracy)`, the last three detached means over steps."""
+    loss = sum(feature_weight * feature_loss + token_weight * token_loss for feature_loss, token_loss, _ in scores)
+    feature_loss, token_loss, accuracy = (torch.stack([step[index].detach() for step in scores]).mean()
+                                          for index in range(3))
+    return loss / len(scores), feature_loss, token_loss, accuracy
 
 
 def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, noise: float = 0.0,
@@ -380,11 +392,7 @@ def eagle_loss(head: EagleHead, tokens: torch.Tensor, features: torch.Tensor, no
     With `draft_steps > 1` the loss is the mean over the unrolled drafting steps of `drafted_features`.
     Returns `(loss, feature_loss, token_loss, top1_accuracy)`, each a mean over steps (`draft_step_scores`).
     """
-    scores = draft_step_scores(head, tokens, features, draft_steps, noise)
-    loss = sum(feature_weight * feature_loss + token_weight * token_loss for feature_loss, token_loss, _ in scores)
-    feature_loss, token_loss, accuracy = (torch.stack([step[index].detach() for step in scores]).mean()
-                                          for index in range(3))
-    return loss / len(scores), feature_loss, token_loss, accuracy
+    return step_loss(draft_step_scores(head, tokens, features, draft_steps, noise), feature_weight, token_weight)
 
 
 def train_eagle_head(
@@ -470,6 +478,18 @@ def train_eagle_head(
             head.load_state_dict(checkpoint["head"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             step = checkpoint["step"]
+
+    def batch_scores(ids, draft_steps: int, noise: float = 0.0):
+        """Per drafting step, `(feature_loss, token_loss, top1_accuracy)` of the windows `ids`."""
+        tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
+        features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
+        if eagle3:
+            choices = torch.from_numpy(np.asarray(store.choices[ids]).astype(np.int64))
+            return eagle3_step_scores(head, tokens, features, choices, target_rows, draft_steps)
+        return draft_step_scores(head, tokens, features, draft_steps, noise)
+
+    # EAGLE-3 learns the target's tokens alone (arXiv 2503.01840); EAGLE-1/2 also regress its features.
+    loss_weights = (0.0, 1.0) if eagle3 else (arguments.feature_weight, arguments.token_weight)
     head.train()
     bar = tqdm(total=steps, initial=step, desc="training EAGLE head", unit="step", disable=not progress)
     running = None
@@ -477,24 +497,12 @@ def train_eagle_head(
         epoch, index_in_epoch = divmod(step, steps_per_epoch)
         order = np.random.default_rng(arguments.seed + 1 + epoch).permutation(training_ids)
         batch_ids = np.sort(order[index_in_epoch * arguments.batch_size : (index_in_epoch + 1) * arguments.batch_size])
-        tokens = torch.from_numpy(np.asarray(store.tokens[batch_ids]))
-        features = torch.from_numpy(np.asarray(store.features[batch_ids], dtype=np.float32))
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, steps, arguments.learning_rate, arguments.warmup_steps,
                                         floor=0.05)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arguments.bf16_autocast):
-            if eagle3:
-                choices = torch.from_numpy(np.asarray(store.choices[batch_ids]).astype(np.int64))
-                per_step = eagle3_step_scores(head, tokens, features, choices, target_rows, arguments.draft_steps)
-                loss = sum(token_loss for token_loss, _ in per_step) / len(per_step)
-                feature_loss = torch.zeros(())
-                token_loss, accuracy = (torch.stack([step_[i].detach() for step_ in per_step]).mean()
-                                        for i in range(2))
-            else:
-                loss, feature_loss, token_loss, accuracy = eagle_loss(
-                    head, tokens, features, arguments.feature_noise, arguments.feature_weight,
-                    arguments.token_weight, arguments.draft_steps,
-                )
+            loss, feature_loss, token_loss, accuracy = step_loss(
+                batch_scores(batch_ids, arguments.draft_steps, arguments.feature_noise), *loss_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 0.5)
@@ -513,15 +521,7 @@ def train_eagle_head(
     with torch.no_grad():
         scores, drafting = [], []
         for start in range(0, len(validation_ids), arguments.batch_size):
-            ids = validation_ids[start : start + arguments.batch_size]
-            tokens = torch.from_numpy(np.asarray(store.tokens[ids]))
-            features = torch.from_numpy(np.asarray(store.features[ids], dtype=np.float32))
-            if eagle3:
-                choices = torch.from_numpy(np.asarray(store.choices[ids]).astype(np.int64))
-                per_step = [(torch.zeros(()), *scores_) for scores_ in eagle3_step_scores(
-                    head, tokens, features, choices, target_rows, VALIDATION_DRAFT_STEPS)]
-            else:
-                per_step = draft_step_scores(head, tokens, features, VALIDATION_DRAFT_STEPS)
+            per_step = batch_scores(validation_ids[start : start + arguments.batch_size], VALIDATION_DRAFT_STEPS)
             scores.append([value.item() for value in per_step[0]])
             drafting.append([accuracy.item() for _, _, accuracy in per_step])
         validation = np.mean(scores, axis=0)
