@@ -38,6 +38,7 @@ def main(argv=None):
     from lab.fixtures.real_eagle3_head import real_model_with_eagle3
     from optimum_dynexec import OVSpeculativeModelForCausalLM
     from optimum_dynexec.speculative.eagle import TreeSettings
+    from optimum_dynexec.speculative.paged_session import PagedDecoderSession
 
     folder = real_model_with_eagle3()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -65,7 +66,7 @@ def main(argv=None):
         tree = TreeSettings(**{"total_tokens": settings["depth"], **settings})
         # Chains are verified on the paged target (`append`), trees on the tree-masked one (`run`).
         target, drafter = model.eagle.target_and_drafter(tree)
-        timed(target.session, "append" if hasattr(target.session, "append") else "run", "target")
+        timed(target.session, "append" if isinstance(target.session, PagedDecoderSession) else "run", "target")
         timed(drafter.head, "run", "head")
         for kind, items in prompts.items():
             for name in timings:
