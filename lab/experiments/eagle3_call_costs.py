@@ -10,10 +10,11 @@ include each call's Python around OpenVINO's infer. Writes JSON next to the tabl
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 from statistics import mean
+
+from lab.experiments.report import write_report
 
 SHAPES = {"chain-2": dict(depth=2), "chain-3": dict(depth=3), "chain-4": dict(depth=4), "chain-8": dict(depth=8),
           "chain-8, stop below 0.2": dict(depth=8, min_confidence=0.2),
@@ -89,14 +90,11 @@ def main(argv=None):
                              head_over_target=round(head_ms / target_ms, 3),
                              head_calls_per_verification=round(len(timings["head"]) / max(1, len(timings["target"])), 2)))
             print(rows[-1])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"rows": rows, "folder": str(folder), "split": args.split}, indent=2) + "\n")
-    print("| shape | kind | tokens/verification | tok/s | target call ms | head call ms | head/target |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['shape']} | {row['kind']} | {row['tokens_per_verification']} | {row['tokens_per_second']} | "
-              f"{row['target_call_ms_median']} | {row['head_call_ms_median']} | {row['head_over_target']} |")
-
+    write_report(args.output, rows, {"folder": str(folder), "split": args.split},
+                 [(header, lambda row, key=key: row[key]) for header, key in (
+                     ("shape", "shape"), ("kind", "kind"), ("tokens/verification", "tokens_per_verification"),
+                     ("tok/s", "tokens_per_second"), ("target call ms", "target_call_ms_median"),
+                     ("head call ms", "head_call_ms_median"), ("head/target", "head_over_target"))])
 
 if __name__ == "__main__":
     main()

@@ -9,10 +9,11 @@ verification's cost. Writes JSON next to the table.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 from statistics import median
+
+from lab.experiments.report import write_report
 
 
 def main(argv=None):
@@ -67,15 +68,13 @@ def main(argv=None):
                          identical_outputs=sum(a == b for a, b in zip(outputs["paged"], outputs["tree-masked"])),
                          prompts=len(items)))
         print(rows[-1])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"rows": rows, "chain": chain.depth, "repeats": args.repeats,
-                                       "max_new_tokens": args.max_new_tokens}, indent=2) + "\n")
-    print("| kind | paged target, tok/s | tree-masked target, tok/s | paged / tree-masked | identical outputs |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['kind']} | {row['paged_tokens_per_second']} | {row['tree_masked_tokens_per_second']} | "
-              f"{row['paged_over_tree_masked']}x | {row['identical_outputs']}/{row['prompts']} |")
-
+    write_report(args.output, rows, {"chain": chain.depth, "repeats": args.repeats,
+                                     "max_new_tokens": args.max_new_tokens},
+                 [("kind", lambda row: row["kind"]),
+                  ("paged target, tok/s", lambda row: row["paged_tokens_per_second"]),
+                  ("tree-masked target, tok/s", lambda row: row["tree_masked_tokens_per_second"]),
+                  ("paged / tree-masked", lambda row: f"{row['paged_over_tree_masked']}x"),
+                  ("identical outputs", lambda row: f"{row['identical_outputs']}/{row['prompts']}")])
 
 if __name__ == "__main__":
     main()
