@@ -76,5 +76,6 @@ def main(argv=None):
                   ("paged / tree-masked", lambda row: f"{row['paged_over_tree_masked']}x"),
                   ("identical outputs", lambda row: f"{row['identical_outputs']}/{row['prompts']}")])
 
+
 if __name__ == "__main__":
     main()

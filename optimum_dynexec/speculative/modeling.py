@@ -365,9 +365,9 @@ class OVSpeculativeModelForCausalLM(OVModelForCausalLM):
         return session
 
     def _release_plain_graph(self) -> None:
-        """Speculation runs on a graph of its own (paged, or EAGLE's tree-masked one), a second compiled copy of the
-        weights: release optimum-intel's own, once, until a call falls back to plain `generate()`, whose forward()
-        compiles it again (and keeps it)."""
+        """Speculation runs on graphs of its own (the paged rewrite; for EAGLE, the paged or tree-masked one), a second
+        compiled copy of the weights: release optimum-intel's own, once, until a call falls back to plain
+        `generate()`, whose forward() compiles it again (and keeps it)."""
         if not getattr(self, "_released_plain_graph", False):
             self._released_plain_graph = True
             if not self._compile_only:

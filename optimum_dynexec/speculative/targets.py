@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional, Union
 import numpy as np
 
 from .kv_cache import TreeDecoderSession, sequence_inputs
+from .paged_session import FEATURES_OUTPUT
 from .tree import DraftTree
 
 
@@ -77,7 +78,7 @@ class TreeTarget:
         session = self.session
         session.reset()
         session.run(sequence_inputs(input_ids=prompt, position_ids=np.arange(len(prompt))), last_logits_only=True)
-        return TargetOutputs(session.outputs("logits"), session.outputs("hidden_states"))
+        return TargetOutputs(session.outputs("logits"), session.outputs(FEATURES_OUTPUT))
 
     def verify(self, sequence: np.ndarray, proposal: DraftTree) -> TargetOutputs:
         session = self.session
@@ -86,11 +87,10 @@ class TreeTarget:
         visible = np.ones((len(tokens), session.length + len(tokens)), dtype=bool)
         visible[:, session.length :] = proposal.visibility()
         session.run(sequence_inputs(input_ids=tokens, position_ids=root + np.concatenate([[0], proposal.depths])), visible)
-        return TargetOutputs(session.outputs("logits"), session.outputs("hidden_states"))
+        return TargetOutputs(session.outputs("logits"), session.outputs(FEATURES_OUTPUT))
 
     def keep(self, path: np.ndarray) -> None:
         self.session.keep(self._root, np.concatenate([[0], path + 1]))
-
 
 
 Target = Union[SequenceTarget, TreeTarget]

@@ -1,5 +1,5 @@
-"""The sampling check both EAGLE generations share: the second sampled token, drafted through a tree most of the time,
-must follow the target's own marginal distribution of the second token."""
+"""The sampling check both EAGLE generations share: the second sampled token, drafted most of the time (in a tree or a
+chain), must follow the target's own marginal distribution of the second token."""
 
 from collections import Counter
 

@@ -173,6 +173,7 @@ class OVEagle:
         return self._target(chain=settings.top_k == 1), self._drafter
 
     def _target(self, chain: bool) -> Target:
+        """The target that verifies chains (the paged one, where the graph allows it) or trees, compiled once."""
         kind = "chain" if chain else "tree"
         if kind not in self._targets:
             model, device, config, window = self._target_recipe
