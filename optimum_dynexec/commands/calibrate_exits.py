@@ -2,7 +2,11 @@
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
-CRITERIA = ("consistency", "accuracy")  # early_exit.calibration.CRITERIA, repeated: parse_args must stay import-light
+# early_exit.calibration's CRITERIA and DEFAULT_FIT_SHARE, repeated: parse_args must stay import-light.
+CRITERIA = ("consistency", "accuracy")
+DEFAULT_FIT_SHARE = 0.5
+# Texts of --fit-split that fit the temperatures: a handful of scalars, so a sample does.
+FIT_TEXTS = 2000
 
 
 class CalibrateExitsCommand(BaseOptimumCLICommand):
@@ -53,12 +57,21 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             "Default: %(default)s.",
         )
         parser.add_argument(
+            "--fit-split",
+            default="train",
+            help="Split of --dataset whose texts (a seeded sample of at most "
+            f"{FIT_TEXTS}) fit the exits' temperatures, to predict the full model's answer (no labels needed), so that "
+            "every calibration text certifies. The exits' own training texts serve: the temperatures only have to be "
+            "fixed before the certifying texts are seen. Must differ from --split and --test-split. When --dataset "
+            "has no such split, --fit-share of the calibration texts fit them instead. Default: %(default)s.",
+        )
+        parser.add_argument(
             "--fit-share",
             type=float,
-            default=0.5,  # early_exit.calibration.DEFAULT_FIT_SHARE, repeated: parse_args must stay import-light
-            help="Share of the calibration texts that fit the exits' temperatures (to predict the full model's "
-            "answer) before the others certify the threshold; the two parts must be disjoint for the guarantee. "
-            "Default: %(default)s.",
+            default=None,
+            help="Fit the temperatures on this share of the calibration texts instead of --fit-split, and certify on "
+            "the others (the two parts must be disjoint for the guarantee). Default: %(default)s (--fit-split; "
+            f"{DEFAULT_FIT_SHARE} when --dataset has no such split).",
         )
         parser.add_argument(
             "--test-split",
@@ -102,6 +115,7 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         from ..early_exit import OVEarlyExitModelForSequenceClassification
         from ..early_exit.calibration import (
             certify_exits,
+            collect_layer_logits,
             held_out_report,
             pick_threshold,
             save_curve,
@@ -113,12 +127,13 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         for flag, value in (("--epsilon", args.epsilon), ("--delta", args.delta)):
             if not 0.0 < value < 1.0:  # before the all-layer pass, which takes a while
                 raise ValueError(f"{flag} is a probability strictly between 0 and 1 such as 0.05, got {value}.")
-        if not 0.0 < args.fit_share < 1.0:
+        if args.fit_share is not None and not 0.0 < args.fit_share < 1.0:
             raise ValueError(f"--fit-share is a share of the calibration texts strictly between 0 and 1 such as 0.5, "
                              f"got {args.fit_share}.")
         legacy = args.target_accuracy is not None or args.confidence is not None
         texts, labels = self._texts(args.split, needs_labels=legacy or args.criterion == "accuracy")
         test_texts, test_labels = self._texts(args.test_split, needs_labels=False) if args.test_split else (None, None)
+        fit_texts = None if legacy else self._fit_texts()
         ov_config = None if args.inference_precision is None else {"INFERENCE_PRECISION_HINT": args.inference_precision}
         model = OVEarlyExitModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
         tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -130,8 +145,12 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
             sweep = sweep_thresholds(layer_logits, labels, temperatures, confidence=args.confidence)
             chosen = pick_threshold(sweep, args.target_accuracy or 0.99)
         else:
+            fit_logits = None
+            if fit_texts is not None:
+                fit_logits = collect_layer_logits(model, tokenizer, fit_texts, args.batch_size, args.max_length)
             certification = certify_exits(layer_logits, labels, args.epsilon, args.delta, args.criterion,
-                                          args.fit_share)
+                                          args.fit_share or DEFAULT_FIT_SHARE, fit_logits=fit_logits)
+            certification["fit_split"] = args.fit_split if fit_texts is not None else args.split
             sweep, temperatures = certification.pop("sweep"), certification["temperatures"]
             chosen = certification["chosen"]
         precision_record = {
@@ -144,9 +163,13 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         print(f"Calibrated on {len(texts)} texts of {args.split!r} at inference precision {precision} on {device}; "
               "the threshold applies at that precision.")
         if certification is not None:
-            print(f"exit temperatures fitted on {certification['fit_rows']} of them to predict the full model's answer: "
+            where = (f"{certification['fit_rows']} texts of {args.fit_split!r}" if fit_texts is not None
+                     else f"{certification['fit_rows']} of them")
+            certified_on = (f"all {sweep['num_examples']}" if fit_texts is not None
+                            else f"the other {sweep['num_examples']}")
+            print(f"exit temperatures fitted on {where} to predict the full model's answer: "
                   + " ".join(f"{value:.3f}" for value in temperatures[:-1])
-                  + f"; the threshold certified on the other {sweep['num_examples']}")
+                  + f"; the threshold certified on {certified_on}")
         self._print_sweep(sweep)
         self._print_choice(chosen, certification)
 
@@ -174,6 +197,7 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
                                   "num_examples": len(texts), **precision_record, **how}
             if certification is not None:
                 config.calibration.update(temperatures=list(temperatures), fit_rows=certification["fit_rows"],
+                                          fit_split=certification["fit_split"],
                                           certifying_rows=sweep["num_examples"], seed=certification["seed"])
             config.save(args.model)
             print(f"Saved entropy_threshold={chosen['threshold']}, the exit temperatures and how they were calibrated to "
@@ -192,6 +216,28 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
                 "and --target-accuracy need labels (name them with --label-column), --criterion consistency does not."
             )
         return texts, labels
+
+    def _fit_texts(self):
+        """Up to `FIT_TEXTS` texts of --fit-split (a seeded sample) to fit the temperatures on, or None when the
+        calibration texts are to be split instead (--fit-share, or --dataset has no --fit-split)."""
+        import random
+
+        from ..early_exit.data import has_split
+
+        args = self.args
+        if args.fit_share is not None:
+            return None
+        if args.fit_split in (args.split, args.test_split):
+            which = "--split" if args.fit_split == args.split else "--test-split"
+            raise ValueError(f"--fit-split {args.fit_split!r} is also {which}: the temperatures must be fitted on other "
+                             "texts than those that certify (or check) the threshold. Name another split, or pass "
+                             "--fit-share to split the calibration texts.")
+        if not has_split(args.dataset, args.fit_split):
+            print(f"{args.dataset} has no {args.fit_split!r} split: {DEFAULT_FIT_SHARE} of the calibration texts fit "
+                  "the exits' temperatures and the others certify.")
+            return None
+        texts, _ = self._texts(args.fit_split, needs_labels=False)
+        return random.Random(0).sample(texts, FIT_TEXTS) if len(texts) > FIT_TEXTS else texts
 
     def _layer_logits(self, model, tokenizer, texts, labels):
         """`(layer_logits, label ids or None)`: every layer's exit logits of `texts`, [layers, texts, labels]."""
@@ -226,8 +272,13 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         if certification is not None:
             print(certification["guarantee"])
             if chosen["threshold"] == 0.0:
-                print("Only threshold 0 (no early exit, certified by construction) is certified: more calibration "
-                      "texts, or a larger --epsilon / --delta, certify more.")
+                from ..early_exit.calibration import minimum_certifying_rows
+
+                rows, needed = certification["num_examples"], minimum_certifying_rows(args.epsilon, args.delta)
+                print(f"Only threshold 0 (no early exit, certified by construction) is certified. On {rows} certifying "
+                      f"texts, at --epsilon {args.epsilon:g} and --delta {args.delta:g}, a threshold needs at least "
+                      f"{needed} of them even with no risky row, and early exits bring some: give more calibration "
+                      "texts (for consistency unlabelled ones do), or a larger --epsilon / --delta.")
                 return
             print(f"threshold {chosen['threshold']:.3f} (p-value {chosen['p_value']:.3g} <= delta {args.delta:g}): "
                   f"consistency {chosen['consistency']:.4f} on calibration, mean exit layer "

@@ -296,29 +296,44 @@ def certify_exits(
     criterion: str = "consistency",
     fit_share: float = DEFAULT_FIT_SHARE,
     seed: int = 0,
+    fit_logits: Optional[np.ndarray] = None,
 ) -> dict:
-    """Fit the exits' temperatures on part of the calibration rows, then certify a threshold on the others.
+    """Fit the exits' temperatures on rows apart from the certifying ones, then certify a threshold.
 
-    The rows are shuffled (`seed`) and split: the first `fit_share` fit `consistency_temperatures`, the remaining
-    rows certify the threshold with `certify_threshold` over `CERTIFICATION_THRESHOLDS`. The guarantee needs the
-    score (the temperature-scaled entropy) and the candidate thresholds to be fixed before the certifying rows are
-    seen, hence two disjoint parts. `layer_logits` [layers, rows, labels] from `collect_layer_logits`; `labels`
-    one class index per row (needed for `criterion="accuracy"` only).
+    The guarantee needs the score (the temperature-scaled entropy) and the candidate thresholds to be fixed before
+    the certifying rows are seen, so the temperatures (`consistency_temperatures`, no labels needed) come from other
+    rows: `fit_logits` [layers, rows, labels] when given (e.g. texts the exits were trained on: they only need to
+    be other rows, not new ones), and then every row of `layer_logits` certifies; otherwise the rows are shuffled
+    (`seed`) and split, the first `fit_share` fit the temperatures and the rest certify. The threshold is certified
+    with `certify_threshold` over `CERTIFICATION_THRESHOLDS`. `layer_logits` [layers, rows, labels] from
+    `collect_layer_logits`; `labels` one class index per row (needed for `criterion="accuracy"` only).
+
+    Why `fit_logits` pays: at epsilon 0.01 and delta 0.05 even a flawless count certifies nothing on fewer than
+    `minimum_certifying_rows(0.01, 0.05)` (299) rows, so halving a few hundred calibration texts can leave only
+    threshold 0 certified.
 
     Returns `certify_threshold`'s result plus `temperatures`, `fit_rows`, `seed` and `sweep` (the certifying rows'
     sweep at the new temperatures).
     """
-    if not 0.0 < fit_share < 1.0:
-        raise ValueError(f"`fit_share` must be strictly between 0 and 1 (e.g. 0.5), got {fit_share!r}.")
     layer_logits = np.asarray(layer_logits)
     num_rows = layer_logits.shape[1]
-    order = np.random.default_rng(seed).permutation(num_rows)
-    fit_rows = int(round(num_rows * fit_share))
-    if fit_rows < 1 or fit_rows >= num_rows:
-        raise ValueError(f"{num_rows} calibration rows cannot be split into a fitting and a certifying part: "
-                         "give more calibration texts.")
-    fitting, certifying = order[:fit_rows], np.sort(order[fit_rows:])
-    temperatures = consistency_temperatures(layer_logits[:, fitting])
+    if fit_logits is not None:
+        fit_logits = np.asarray(fit_logits)
+        if fit_logits.ndim != 3 or fit_logits.shape[0] != layer_logits.shape[0] or fit_logits.shape[1] == 0:
+            raise ValueError(f"`fit_logits` must be [layers, rows, labels] with {layer_logits.shape[0]} layers and at "
+                             f"least one row, like `layer_logits`; got shape {fit_logits.shape}.")
+        fit_rows, certifying = fit_logits.shape[1], np.arange(num_rows)
+        temperatures = consistency_temperatures(fit_logits)
+    else:
+        if not 0.0 < fit_share < 1.0:
+            raise ValueError(f"`fit_share` must be strictly between 0 and 1 (e.g. 0.5), got {fit_share!r}.")
+        order = np.random.default_rng(seed).permutation(num_rows)
+        fit_rows = int(round(num_rows * fit_share))
+        if fit_rows < 1 or fit_rows >= num_rows:
+            raise ValueError(f"{num_rows} calibration rows cannot be split into a fitting and a certifying part: "
+                             "give more calibration texts.")
+        fitting, certifying = order[:fit_rows], np.sort(order[fit_rows:])
+        temperatures = consistency_temperatures(layer_logits[:, fitting])
     certifying_logits = layer_logits[:, certifying]
     sweep = sweep_exits(
         certifying_logits.argmax(axis=-1),
@@ -328,6 +343,13 @@ def certify_exits(
     )
     certification = certify_threshold(sweep, epsilon, delta, criterion)
     return {**certification, "temperatures": temperatures, "fit_rows": fit_rows, "seed": seed, "sweep": sweep}
+
+
+def minimum_certifying_rows(epsilon: float, delta: float) -> int:
+    """The fewest certifying rows on which any threshold above 0 can be certified: even with no risky row, the
+    binomial p-value (1 - epsilon)^n must reach `delta`."""
+    epsilon, delta = _probability(epsilon, "epsilon"), _probability(delta, "delta")
+    return int(np.ceil(np.log(delta) / np.log1p(-epsilon)))
 
 
 def binomial_tail_p_value(risky_rows, num_rows: int, epsilon: float):

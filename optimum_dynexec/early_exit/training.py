@@ -10,7 +10,8 @@ Two schemes:
 
 Afterwards one softmax temperature per exit is fitted on validation data to predict the full model's answer
 (`calibration.consistency_temperatures`), so that a single entropy threshold means the same confidence of agreeing
-with the full model at every layer; `calibrate-exits` fits them again on its own rows before it certifies.
+with the full model at every layer; `calibrate-exits` fits them again, on texts apart from those that certify the
+threshold (the train split by default).
 """
 
 import math

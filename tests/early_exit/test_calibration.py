@@ -18,6 +18,7 @@ from optimum_dynexec.early_exit.calibration import (
     fit_temperature,
     fixed_sequence_rejections,
     held_out_report,
+    minimum_certifying_rows,
     normalised_entropies,
     pick_threshold,
     save_curve,
@@ -204,6 +205,29 @@ def test_certify_exits_fits_on_some_rows_and_certifies_on_the_others():
         certify_exits(logits, fit_share=1.0)
 
 
+def test_certify_exits_can_fit_on_other_rows_and_certify_on_all():
+    rng = np.random.default_rng(3)
+    full = rng.normal(size=(300, 3)) * 3
+    logits = np.stack([full + rng.normal(size=full.shape) * 1.5, full])
+    other = rng.normal(size=(80, 3)) * 3
+    fit_logits = np.stack([other + rng.normal(size=other.shape) * 1.5, other])
+    result = certify_exits(logits, epsilon=0.1, delta=0.1, fit_logits=fit_logits)
+    # Every calibration row certifies; the temperatures are the other rows' alone.
+    assert result["fit_rows"] == 80 and result["num_examples"] == 300 and result["sweep"]["num_examples"] == 300
+    assert result["temperatures"] == consistency_temperatures(fit_logits)
+    assert certify_exits(logits * 5.0, epsilon=0.1, delta=0.1, fit_logits=fit_logits)["temperatures"] == result["temperatures"]
+    assert result["chosen"]["threshold"] > 0.0 and result["chosen"]["p_value"] <= 0.1
+    with pytest.raises(ValueError, match="`fit_logits` must be \\[layers, rows, labels\\] with 2 layers"):
+        certify_exits(logits, fit_logits=fit_logits[:1])
+
+
+def test_minimum_certifying_rows_is_where_a_flawless_count_starts_to_certify():
+    for epsilon, delta in ((0.01, 0.05), (0.01, 0.1), (0.05, 0.05)):
+        needed = minimum_certifying_rows(epsilon, delta)
+        assert binomial_tail_p_value(0, needed, epsilon) <= delta < binomial_tail_p_value(0, needed - 1, epsilon)
+    assert minimum_certifying_rows(0.01, 0.05) == 299
+
+
 def test_p_value_is_the_binomial_tail():
     assert binomial_tail_p_value(0, 10, 0.1) == pytest.approx(0.9**10)
     assert binomial_tail_p_value(1, 3, 0.5) == pytest.approx(0.5)  # (1 + 3) / 8
@@ -326,7 +350,9 @@ def test_calibrate_exits_cli_certifies_on_unlabelled_texts_and_checks_held_out_o
     assert "inference precision f32" in completed.stdout
     certification = curve["certification"]
     assert (certification["criterion"], certification["epsilon"], certification["delta"]) == ("consistency", 0.2, 0.2)
-    # Half the rows fit the temperatures, the other half certify: the guarantee counts only the certifying ones.
+    # No train split here: half the rows fit the temperatures, the other half certify, and the guarantee counts only
+    # the certifying ones.
+    assert "has no 'train' split" in completed.stdout
     assert certification["fit_rows"] == 30 and certification["num_examples"] == 30
     assert len(certification["tests"]) == len(CERTIFICATION_THRESHOLDS)
     assert certification["chosen"]["p_value"] <= 0.2 and curve["chosen"]["threshold"] == certification["chosen"]["threshold"]
@@ -347,6 +373,31 @@ def test_calibrate_exits_cli_certifies_on_unlabelled_texts_and_checks_held_out_o
     assert refused.returncode != 0 and "has no 'label' column" in refused.stderr
 
 
+def test_calibrate_exits_cli_fits_temperatures_on_the_train_split_and_certifies_on_every_calibration_text(tmp_path):
+    from helpers.tiny_classifiers import exported_folder, synthetic_task
+
+    train_texts, _ = synthetic_task(50, seed=14)
+    texts, _ = synthetic_task(60, seed=15)
+    (tmp_path / "train.csv").write_text("text\n" + "\n".join(train_texts))
+    (tmp_path / "validation.csv").write_text("text\n" + "\n".join(texts))
+    command = [sys.executable, "-m", "optimum.commands.optimum_cli", "dynexec", "calibrate-exits", "--model",
+               str(exported_folder("bert")), "--dataset", str(tmp_path), "--output", str(tmp_path / "curve"),
+               "--inference-precision", "f32"]
+    completed = subprocess.run(command + ["--epsilon", "0.2", "--delta", "0.2"], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    certification = json.loads((tmp_path / "curve" / "calibration.json").read_text())["certification"]
+    assert (certification["fit_split"], certification["fit_rows"], certification["num_examples"]) == ("train", 50, 60)
+    assert "fitted on 50 texts of 'train'" in completed.stdout and "certified on all 60" in completed.stdout
+    # At the default 1% / 5%, 60 texts cannot certify any threshold: the message says how many would be needed.
+    too_few = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert too_few.returncode == 0, too_few.stderr[-2000:]
+    assert "Only threshold 0" in too_few.stdout and "needs at least 299 of them" in " ".join(too_few.stdout.split())
+    # The temperatures must come from other texts than those that certify.
+    refused = subprocess.run(command + ["--fit-split", "validation"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--fit-split 'validation' is also --split" in refused.stderr
+
+
 def test_cli_help_shows_the_defaults_and_the_library_criteria():
     import argparse
 
@@ -358,4 +409,7 @@ def test_cli_help_shows_the_defaults_and_the_library_criteria():
     text = " ".join(parser.format_help().split())
     for default in ("Default: consistency.", "Default: 0.01.", "Default: 0.05.", "Default: validation.", "Default: None"):
         assert default in text
-    assert calibrate_exits.CRITERIA == calibration.CRITERIA  # repeated there to keep optimum-cli's start-up light
+    assert "Default: train." in text
+    # Repeated there to keep optimum-cli's start-up light.
+    assert calibrate_exits.CRITERIA == calibration.CRITERIA
+    assert calibrate_exits.DEFAULT_FIT_SHARE == calibration.DEFAULT_FIT_SHARE
