@@ -1,6 +1,7 @@
 """The optimum-cli subcommands: `optimum-cli dynexec <command>` and `optimum-cli export dynexec`.
 
-One module per subcommand; each defines a `BaseOptimumCLICommand` subclass whose `run()` does its heavy imports.
+One module per subcommand; each defines a `base.PluginCommand` subclass (a ValueError from `run()` ends as a usage
+error, not a traceback) whose `run()` does its heavy imports.
 Module level and `parse_args` run at every optimum-cli start-up, so they import only light modules (defaults for help
 texts come from e.g. `stepsaver/defaults.py`); a `run()` that needs an extra calls `extras.require_extra` first.
 """

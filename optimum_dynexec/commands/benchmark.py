@@ -11,8 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
 
+from .base import PluginCommand
 from ..extras import install_hint, missing_extra
 
 CLASSIFICATION = "text-classification"
@@ -182,7 +183,7 @@ def check_arguments(args) -> None:
                              "(pass --prompts for your own).")
 
 
-class BenchmarkCommand(BaseOptimumCLICommand):
+class BenchmarkCommand(PluginCommand):
     COMMAND = CommandInfo(
         name="benchmark",
         help="Time a causal LM (OpenVINO folder, checkpoint or .gguf) against plain optimum-intel at its defaults, "

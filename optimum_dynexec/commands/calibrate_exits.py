@@ -1,15 +1,18 @@
 """`optimum-cli dynexec calibrate-exits`: certify an early-exit entropy threshold on calibration texts, plot the curve."""
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
+
+from .base import PluginCommand
 
 # early_exit.calibration's CRITERIA and DEFAULT_FIT_SHARE, repeated: parse_args must stay import-light.
 CRITERIA = ("consistency", "accuracy")
 DEFAULT_FIT_SHARE = 0.5
 # Texts of --fit-split that fit the temperatures: a handful of scalars, so a sample does.
 FIT_TEXTS = 2000
+DEFAULT_FIT_SPLIT = "train"
 
 
-class CalibrateExitsCommand(BaseOptimumCLICommand):
+class CalibrateExitsCommand(PluginCommand):
     COMMAND = CommandInfo(
         name="calibrate-exits",
         help="Certify an early-exit entropy threshold (consistency with the full model, or accuracy, >= 1 - epsilon "
@@ -58,12 +61,13 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
         )
         parser.add_argument(
             "--fit-split",
-            default="train",
+            default=None,
             help="Split of --dataset whose texts (a seeded sample of at most "
             f"{FIT_TEXTS}) fit the exits' temperatures, to predict the full model's answer (no labels needed), so that "
             "every calibration text certifies. The exits' own training texts serve: the temperatures only have to be "
-            "fixed before the certifying texts are seen. Must differ from --split and --test-split. When --dataset "
-            "has no such split, --fit-share of the calibration texts fit them instead. Default: %(default)s.",
+            "fixed before the certifying texts are seen. Must differ from --split and --test-split. "
+            f"Default: {DEFAULT_FIT_SPLIT} when --dataset has it, else {DEFAULT_FIT_SHARE} of the calibration texts "
+            "fit them and the others certify.",
         )
         parser.add_argument(
             "--fit-share",
@@ -226,16 +230,28 @@ class CalibrateExitsCommand(BaseOptimumCLICommand):
 
         args = self.args
         if args.fit_share is not None:
+            if args.fit_split is not None:
+                raise ValueError("--fit-split and --fit-share are two ways to pick the texts that fit the temperatures: "
+                                 "pass one of them.")
             return None
-        if args.fit_split in (args.split, args.test_split):
-            which = "--split" if args.fit_split == args.split else "--test-split"
-            raise ValueError(f"--fit-split {args.fit_split!r} is also {which}: the temperatures must be fitted on other "
-                             "texts than those that certify (or check) the threshold. Name another split, or pass "
-                             "--fit-share to split the calibration texts.")
-        if not has_split(args.dataset, args.fit_split):
-            print(f"{args.dataset} has no {args.fit_split!r} split: {DEFAULT_FIT_SHARE} of the calibration texts fit "
+        fit_split = args.fit_split or DEFAULT_FIT_SPLIT
+        if args.fit_split is None and fit_split in (args.split, args.test_split):
+            print(f"--split or --test-split is {fit_split!r}: {DEFAULT_FIT_SHARE} of the calibration texts fit the "
+                  "exits' temperatures and the others certify.")
+            return None
+        if fit_split in (args.split, args.test_split):
+            which = "--split" if fit_split == args.split else "--test-split"
+            raise ValueError(f"--fit-split {fit_split!r} is also {which}: the temperatures must be fitted on other "
+                             "texts than those that certify (or check) the threshold. Name another split with "
+                             "--fit-split, or pass --fit-share to split the calibration texts.")
+        if not has_split(args.dataset, fit_split):
+            if args.fit_split is not None:
+                raise ValueError(f"--fit-split {fit_split!r}: {args.dataset} has no such split. Name one it has, or "
+                                 "pass --fit-share to split the calibration texts.")
+            print(f"{args.dataset} has no {fit_split!r} split: {DEFAULT_FIT_SHARE} of the calibration texts fit "
                   "the exits' temperatures and the others certify.")
             return None
+        args.fit_split = fit_split
         texts, _ = self._texts(args.fit_split, needs_labels=False)
         return random.Random(0).sample(texts, FIT_TEXTS) if len(texts) > FIT_TEXTS else texts
 

@@ -5,10 +5,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Optional
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
 
 from optimum_dynexec.utils.model_files import looks_like_local_path, write_openvino_tokenizers
 
+from .base import PluginCommand
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def export_speculative(
     return output
 
 
-class ExportDynexecCommand(BaseOptimumCLICommand):
+class ExportDynexecCommand(PluginCommand):
     COMMAND = CommandInfo(name="dynexec", help="Export a model with its dynamic-execution parts to OpenVINO.")
 
     @staticmethod

@@ -1,12 +1,13 @@
 """`optimum-cli dynexec label-steps`: the fewest denoising steps each prompt needs to converge (StepSaver labels)."""
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
 
+from .base import PluginCommand
 from ..extras import require_extra
 from ..stepsaver.defaults import DEFAULT_CANDIDATE_STEPS, DEFAULT_REFERENCE_STEPS, DEFAULT_SSIM_THRESHOLD
 
 
-class LabelStepsCommand(BaseOptimumCLICommand):
+class LabelStepsCommand(PluginCommand):
     COMMAND = CommandInfo(
         name="label-steps",
         help="Render prompts at increasing step counts (fixed seed) and record the first count whose image has "

@@ -1,9 +1,11 @@
 """`optimum-cli dynexec train-eagle`: generate a target's features on a text corpus and train an EAGLE head."""
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
+
+from .base import PluginCommand
 
 
-class TrainEagleCommand(BaseOptimumCLICommand):
+class TrainEagleCommand(PluginCommand):
     COMMAND = CommandInfo(
         name="train-eagle",
         help="Train an EAGLE draft head (one decoder layer on the target's features) for a causal LM.",

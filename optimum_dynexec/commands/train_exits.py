@@ -1,9 +1,11 @@
 """`optimum-cli dynexec train-exits`: add an exit head after every layer of a classifier and train them."""
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
+
+from .base import PluginCommand
 
 
-class TrainExitsCommand(BaseOptimumCLICommand):
+class TrainExitsCommand(PluginCommand):
     COMMAND = CommandInfo(
         name="train-exits", help="Train early-exit heads (one per layer) for a BERT/RoBERTa/ALBERT/DistilBERT/ELECTRA classifier."
     )

@@ -1,13 +1,14 @@
 """`optimum-cli dynexec train-step-predictor`: train the StepSaver prompt -> steps model and export it to OpenVINO."""
 
-from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+from optimum.commands.base import CommandInfo
 
+from .base import PluginCommand
 from ..extras import require_extra
 from ..stepsaver.defaults import (DEFAULT_MAX_INFERENCE_STEPS, DEFAULT_MIN_INFERENCE_STEPS,
                                   PredictorTrainingArguments)
 
 
-class TrainStepPredictorCommand(BaseOptimumCLICommand):
+class TrainStepPredictorCommand(PluginCommand):
     COMMAND = CommandInfo(
         name="train-step-predictor",
         help="Train a small text regressor on `label-steps` labels and export it to OpenVINO (a `step_predictor/` "

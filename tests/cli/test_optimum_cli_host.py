@@ -182,3 +182,31 @@ def test_every_option_with_a_default_says_it_in_help():
             if action.default is not None and "default" not in (action.help or "").lower():
                 silent.append(f"{command.COMMAND.name} {action.option_strings[-1]}")
     assert silent == []
+
+
+def test_every_plugin_command_ends_bad_input_in_one_line():
+    from optimum_dynexec.commands import DynexecCommand, ExportDynexecCommand
+    from optimum_dynexec.commands.base import PluginCommand
+
+    # The wrapper comes with the base class: a command added later gets it as long as it derives from it.
+    commands = [info.subcommand_class for info in DynexecCommand.SUBCOMMANDS] + [ExportDynexecCommand]
+    assert all(issubclass(command, PluginCommand) for command in commands)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["dynexec", "calibrate-exits", "--model", "m", "--dataset", "d", "--output", "o", "--epsilon", "2"],
+         "--epsilon is a probability strictly between 0 and 1"),
+        (["dynexec", "train-exits", "--model", "m", "--dataset", "no-such-data.csv", "--output", "o"],
+         "no-such-data.csv"),
+    ],
+    ids=["calibrate-exits", "train-exits"],
+)
+def test_a_value_error_in_a_command_is_a_usage_error_not_a_traceback(argv, message, tmp_path):
+    result = optimum_cli(*argv, cwd=tmp_path, blocked=())
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"optimum-cli {argv[0]} {argv[1]}: error:") and message in last_line
+    assert not any(tmp_path.iterdir()), "nothing is written on bad input"

@@ -394,8 +394,11 @@ def test_calibrate_exits_cli_fits_temperatures_on_the_train_split_and_certifies_
     assert too_few.returncode == 0, too_few.stderr[-2000:]
     assert "Only threshold 0" in too_few.stdout and "needs at least 299 of them" in " ".join(too_few.stdout.split())
     # The temperatures must come from other texts than those that certify.
-    refused = subprocess.run(command + ["--fit-split", "validation"], capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "--fit-split 'validation' is also --split" in refused.stderr
+    for extra, message in ((["--fit-split", "validation"], "--fit-split 'validation' is also --split"),
+                           (["--fit-split", "unlabelled"], "--fit-split 'unlabelled': "),
+                           (["--fit-split", "train", "--fit-share", "0.5"], "pass one of them")):
+        refused = subprocess.run(command + extra, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and message in refused.stderr, (extra, refused.stderr[-1000:])
 
 
 def test_cli_help_shows_the_defaults_and_the_library_criteria():
@@ -409,7 +412,7 @@ def test_cli_help_shows_the_defaults_and_the_library_criteria():
     text = " ".join(parser.format_help().split())
     for default in ("Default: consistency.", "Default: 0.01.", "Default: 0.05.", "Default: validation.", "Default: None"):
         assert default in text
-    assert "Default: train." in text
+    assert "Default: train when --dataset has it" in text
     # Repeated there to keep optimum-cli's start-up light.
     assert calibrate_exits.CRITERIA == calibration.CRITERIA
     assert calibrate_exits.DEFAULT_FIT_SHARE == calibration.DEFAULT_FIT_SHARE
