@@ -29,6 +29,7 @@ def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_n
     from transformers import AutoTokenizer, TextStreamer
 
     from optimum_dynexec import OVSpeculativeModelForCausalLM
+    from optimum_dynexec.openvino_cpu import compiled_precision
     from lab.fixtures.real_eagle3_head import real_model_with_eagle3
 
     print("== Speculative generation on a real model: SmolLM2-135M-Instruct (OpenVINO, default precision)")
@@ -87,7 +88,26 @@ def speculative_demo(max_new_tokens: int = 96, repeats: int = 3, prompt_lookup_n
             print(f"  {side:>13}: {rate:6.1f} tok/s -> {rate / plain_rate:.2f}x; "
                   f"{stats.new_tokens / stats.target_calls:.2f} new tokens per target call; "
                   f"output {'identical to' if same else 'differs from'} plain")
+            if not same:
+                divergence = first_divergence(plain, outputs[(kind, "plain")], outputs[(kind, side)], prompt_length)
+                results[(kind, side)].update(divergence)
+                print(f"  {'':>13}  from new token {divergence['first_different_new_token']} on: there plain's own "
+                      f"logits put its token {divergence['logit_margin']:.3f} above ours "
+                      f"({divergence['logit_margin_share']:.2%} of the largest logit), a near-tie that the two graphs "
+                      f"round differently at {compiled_precision(plain)} (at f32 greedy output is plain's token for token: "
+                      "tests/speculative)")
     return results
+
+
+def first_divergence(plain, plain_ids, other_ids, prompt_length: int) -> dict:
+    """Where `other_ids` first leaves `plain_ids` (1-based, counted in new tokens), and by how much plain's own
+    logits there preferred its token: `logit_margin`, and that margin as a share of the largest logit's size."""
+    index = int((plain_ids[0] != other_ids[0]).nonzero()[0])
+    prefix = plain_ids[:, :index]
+    logits = plain(input_ids=prefix, attention_mask=prefix.new_ones(prefix.shape)).logits[0, -1]
+    margin = float(logits[plain_ids[0, index]] - logits[other_ids[0, index]])
+    return dict(first_different_new_token=index - prompt_length + 1, logit_margin=margin,
+                logit_margin_share=margin / float(logits.abs().max()))
 
 
 def main():
