@@ -171,13 +171,17 @@ def test_folder_of_splits_is_measured_on_test_with_a_threshold_picked_on_validat
     assert report["curve"]["num_examples"] == 40
     assert used["mean_exit_layer"] == pytest.approx(result["mean_exit_layer"])
     assert used["accuracy"] == pytest.approx(result["early_exit_accuracy"])
+    # The 28 texts beyond the 12 timed ones make one pass at batch 1 (10 batches or more), none at batch 4.
+    new_texts = result["throughput"]["1"]["new_texts"]
+    assert new_texts["examples"] == 28 and result["throughput"]["4"]["new_texts"] is None
+    assert new_texts["speedup"] == pytest.approx(new_texts["early_exit_examples_per_s"] / new_texts["plain_examples_per_s"])
     for batch_size in ("1", "4"):
         seconds = result["throughput"][batch_size]["seconds"]
         assert len(seconds["plain"]) == len(seconds["early_exit"]) == 2
         assert result["throughput"][batch_size]["plain_examples_per_s"] == pytest.approx(12 / np.median(seconds["plain"]))
 
     table = format_report(report)
-    assert "batch" in table and "\n     1 " in table and "\n     4 " in table
+    assert "batch" in table and "\n     1 " in table and "\n     4 " in table and "new texts: one pass" in table
     assert "plain optimum-intel OVModelForSequenceClassification (ov_config" in table
 
 
