@@ -67,8 +67,8 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
     Keyword-only arguments added to optimum-intel's: `entropy_threshold` (default: the saved one), a real number in
     [0, 1]: a row exits at the first layer whose prediction entropy divided by log(num_labels) is below it.
     Single rows run as one graph; rows of up to 8 x `max_fixed_length_graphs` tokens run on a graph compiled for
-    their length padded to a multiple of 8 (set it before the first call; each such graph costs a copy of the weights
-    in memory).
+    their length padded to a multiple of 8 (all compiled with the model: set it before compiling, e.g. on the class or
+    with `compile=False`; each such graph costs a copy of the weights in memory).
     `quantization_config=` / `load_in_8bit=` apply to the full model and to every segment.
 
     Threads: one model object may be called from several threads at once. Its calls are serialised by a lock held
@@ -141,7 +141,7 @@ class OVEarlyExitModelForSequenceClassification(OVModelForSequenceClassification
 
     @property
     def compiled_row_lengths(self) -> list:
-        """The padded row lengths that have a single-row graph compiled for them so far (see `max_fixed_length_graphs`),
+        """The padded row lengths that have a single-row graph compiled for them (see `max_fixed_length_graphs`),
         ascending; other single rows run on the dynamic-shape graph."""
         return sorted(self._row_graphs.fixed) if self._row_graphs is not None else []
 

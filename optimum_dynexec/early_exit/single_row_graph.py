@@ -141,8 +141,9 @@ class RowGraphs:
     Why: on the CPU plugin a dynamic-shape graph re-plans its nodes whenever the input shape differs from its previous
     call, and texts change length at nearly every call; a graph compiled for one fixed length plans once. A row of up
     to `bucket * max_graphs` tokens is right-padded (masked tokens) to the next multiple of `bucket` and runs on the
-    graph compiled for that length, compiled at its first use; longer rows, where the layers' work outweighs the
-    planning, run on the dynamic graph. Which graph a length takes never depends on what ran before, so a row gives
+    graph compiled for that length; longer rows, where the layers' work outweighs the planning, run on the dynamic
+    graph. All of them are compiled here, with the model: compiled at first use, each would stall the first text
+    of its length by a whole compilation. Which graph a length takes never depends on what ran before, so a row gives
     the same result on every call. Each fixed-length graph holds its own copy of the weights: `max_graphs` bounds
     the memory, 0 turns this off. The speed-up it buys is in docs/benchmarks.md (early exit).
 
@@ -156,16 +157,15 @@ class RowGraphs:
         self.longest = bucket * max_graphs if max_length is None else min(bucket * max_graphs, max_length)
         self.dynamic = compile_graph(graph).create_infer_request()
         self.fixed = {}  # padded length -> (infer request, {input name: the buffer bound to it})
+        for padded in range(bucket, self.longest + 1, bucket):
+            self.fixed[padded] = self._compile_fixed(padded)
 
     def fixed_length(self, length: int):
         """`(infer request, input buffers)` of the graph for rows of `length` tokens padded to their bucket, or None
         when such rows run on `self.dynamic`."""
-        padded = -(-length // self.bucket) * self.bucket
-        if padded > self.longest:
-            return None
-        slot = self.fixed.get(padded)
-        if slot is not None:
-            return slot
+        return self.fixed.get(-(-length // self.bucket) * self.bucket)
+
+    def _compile_fixed(self, padded: int):
         graph = self.graph.clone()
         graph.reshape({port.any_name: openvino.PartialShape([1, padded])
                        for port in graph.inputs if port.any_name != THRESHOLD_INPUT})
@@ -174,5 +174,4 @@ class RowGraphs:
         for port in request.model_inputs:
             buffers[port.any_name] = np.zeros(tuple(port.get_shape()), dtype=port.get_element_type().to_dtype())
             request.set_tensor(port.any_name, openvino.Tensor(buffers[port.any_name], shared_memory=True))
-        slot = self.fixed[padded] = (request, buffers)
-        return slot
+        return request, buffers

@@ -123,6 +123,10 @@ def test_short_rows_run_on_fixed_length_graphs_that_answer_like_the_dynamic_one(
             np.testing.assert_allclose(first.logits, expected.logits, atol=1e-5)
             np.testing.assert_array_equal(again.logits, first.logits)
     assert fixed.compiled_row_lengths == [8] and dynamic.compiled_row_lengths == []
+    # Compiled with the model, before any call, so the first text of a length does not wait for a compilation.
+    fresh = OVEarlyExitModelForSequenceClassification.from_pretrained(str(folder), ov_config=F32)
+    longest = min(8 * fresh.max_fixed_length_graphs, fresh._max_sequence_length())
+    assert fresh.compiled_row_lengths == list(range(8, longest + 1, 8)) and len(fresh.compiled_row_lengths) == 4
 
 
 def test_threshold_one_leaves_every_row_at_the_first_layer(model, tokenizer):
