@@ -16,37 +16,22 @@ The ideal is plain / layer speed-up. Where the floor is far from the ideal, no r
 the cost is in the small calls themselves.
 """
 
-import argparse
-import json
 import statistics
 import time
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--rows", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ov-config", default="{}")
-    args = parser.parse_args()
+    from .early_exit_side_by_side import load_side_by_side, side_by_side_arguments
+
+    args = side_by_side_arguments(__doc__, rows=512, repeats=5).parse_args()
 
     import numpy as np
     import openvino
-    from optimum.intel import OVModelForSequenceClassification
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
-    from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
-    from optimum_dynexec.early_exit.data import load_labelled_texts
     from optimum_dynexec.early_exit.export import segment_names
 
-    ov_config = json.loads(args.ov_config)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    plain = OVModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
-    early = OVEarlyExitModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
-    texts = load_labelled_texts(args.data, "test")[0][: args.rows]
+    tokenizer, plain, early, texts, ov_config = load_side_by_side(args)
     batches = [dict(tokenizer(texts[start : start + args.batch], padding=True, return_tensors="np"))
                for start in range(0, len(texts), args.batch)]
 

@@ -83,38 +83,18 @@ class _BatchBuilder(_Builder):
 
 
 def main():
-    import argparse
-    import statistics
-    import time
-    import json
+    from .early_exit_side_by_side import interleaved_ms, load_side_by_side, side_by_side_arguments
 
-    from optimum.intel import OVModelForSequenceClassification
-    from transformers import AutoTokenizer
-
-    from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
-    from optimum_dynexec.early_exit.data import load_labelled_texts
     from optimum_dynexec.early_exit.export import segment_names
-    from optimum_dynexec.early_exit.modeling import EarlyExitCallStats
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--rows", type=int, default=1024)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ov-config", default="{}")
-    args = parser.parse_args()
-    ov_config = json.loads(args.ov_config)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    plain = OVModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
-    early = OVEarlyExitModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
+    args = side_by_side_arguments(__doc__, rows=1024, repeats=5).parse_args()
+    tokenizer, plain, early, texts, ov_config = load_side_by_side(args)
     early.compile()
     cfg = early.early_exit_config
     graph = build_batch_graph([early.exit_segments[n] for n in segment_names(cfg.num_layers)],
                               cfg.exit_temperatures, cfg.num_labels)
     request = openvino.Core().compile_model(graph, "CPU", ov_config).create_infer_request()
     threshold = early.entropy_threshold
-    texts = load_labelled_texts(args.data, "test")[0][: args.rows]
     batches = [dict(tokenizer(texts[i:i + args.batch], padding=True, return_tensors="np"))
                for i in range(0, len(texts), args.batch)]
 
@@ -135,17 +115,7 @@ def main():
     print(f"graph vs segments: same exit {same_exit}/{total}, same prediction {same_pred}/{total}, flagged {flagged}")
 
     calls = {"plain": lambda b: plain(**b), "segments": lambda b: early(**b), "graph": graph_call}
-    for call in calls.values():
-        for b in batches[:10]:
-            call(b)
-    times = {n: [] for n in calls}
-    for _ in range(args.repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            for b in batches:
-                call(b)
-            times[name].append(time.perf_counter() - started)
-    ms = {n: statistics.median(v) / len(batches) * 1e3 for n, v in times.items()}
+    ms = interleaved_ms(calls, batches, args.repeats, warm_up=10)  # per batch
     for n, v in ms.items():
         print(f"  {n:<10} {v:7.3f} ms per batch  speed-up {ms['plain'] / v:.2f}x")
 

@@ -9,37 +9,21 @@ checks and output object, and the early-exit model at threshold 1 (every row lea
 The ideal time at T is plain x mean exit layer / num_layers; the efficiency is ideal time / measured time.
 """
 
-import argparse
-import json
-import statistics
-import time
-
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
+    from .early_exit_side_by_side import interleaved_ms, load_side_by_side, side_by_side_arguments
+
+    parser = side_by_side_arguments(__doc__, rows=400, repeats=3, batch=False)
     parser.add_argument("--threshold", type=float, default=None, help="Default: the model's saved threshold.")
-    parser.add_argument("--rows", type=int, default=400)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ov-config", default="{}", help="JSON dict of OpenVINO properties for both models.")
     args = parser.parse_args()
 
     import numpy as np
-    from optimum.intel import OVModelForSequenceClassification
-    from transformers import AutoTokenizer
 
-    from optimum_dynexec.early_exit import OVEarlyExitModelForSequenceClassification
     from optimum_dynexec.early_exit.modeling import EarlyExitCallStats
-    from optimum_dynexec.early_exit.data import load_labelled_texts
 
-    ov_config = json.loads(args.ov_config)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    plain = OVModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
-    early = OVEarlyExitModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
+    tokenizer, plain, early, texts, ov_config = load_side_by_side(args)
     early.compile()
     threshold = early.entropy_threshold if args.threshold is None else args.threshold
-    texts = load_labelled_texts(args.data, "test")[0][: args.rows]
     rows = [dict(tokenizer([text], return_tensors="np")) for text in texts]
     exits = np.array([int(early(**row, entropy_threshold=threshold, output_exit_layers=True).exit_layers[0])
                       for row in rows])
@@ -56,17 +40,7 @@ def main():
         "early exit at 1 (all leave at layer 1)": lambda row: early(**row, entropy_threshold=1.0),
         "early exit at 0 (every layer)": lambda row: early(**row, entropy_threshold=0.0),
     }
-    for call in calls.values():
-        for row in rows[:50]:
-            call(row)
-    times = {name: [] for name in calls}
-    for _ in range(args.repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            for row in rows:
-                call(row)
-            times[name].append((time.perf_counter() - started) / len(rows) * 1e3)
-    ms = {name: statistics.median(values) for name, values in times.items()}
+    ms = interleaved_ms(calls, rows, args.repeats, warm_up=50)
     layers = early.num_layers
     mean_exit = float(exits.mean())
     ideal = ms["plain"] * mean_exit / layers
