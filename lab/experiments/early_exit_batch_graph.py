@@ -15,7 +15,7 @@ import openvino
 from openvino import opset13 as ops
 
 from optimum_dynexec.early_exit.single_row_graph import (
-    DECISION_MARGIN, THRESHOLD_INPUT, _Body, _Builder, _float32, _int64, _results_by_name)
+    DECISION_MARGIN, THRESHOLD_INPUT, _Body, _Builder, _if, _float32, _int64, _results_by_name)
 
 
 def build_batch_graph(segments, exit_temperatures, num_labels):
@@ -72,14 +72,7 @@ class _BatchBuilder(_Builder):
         out_layers = ops.scatter_update(inner_layer, staying, sub_layers, _int64(0))
         go_on.finish(out_logits.output(0), out_layers.output(0))
 
-        decision = ops.if_op(all_leave.output(0))
-        decision.set_then_body(exit_branch.model)
-        decision.set_else_body(go_on.model)
-        for (_, source), parameter in zip(exit_branch.inputs, exit_branch.parameters):
-            decision.set_input(source, parameter.get_node(), None)
-        for (_, source), parameter in zip(go_on.inputs, go_on.parameters):
-            decision.set_input(source, None, parameter.get_node())
-        return tuple(decision.set_output(t, e) for t, e in zip(exit_branch.model.get_results(), go_on.model.get_results()))
+        return _if(all_leave.output(0), exit_branch, go_on)
 
 
 def main():

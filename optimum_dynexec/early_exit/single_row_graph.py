@@ -80,18 +80,7 @@ class _Builder:
                 consumer.replace_source_output(source)
         continue_branch.finish(*self.from_layer(layer + 1, _results_by_name(next_segment), inner_mask, inner_threshold))
 
-        decision = ops.if_op(leaves.output(0))
-        decision.set_then_body(exit_branch.model)
-        decision.set_else_body(continue_branch.model)
-        for (_, source), parameter in zip(exit_branch.inputs, exit_branch.parameters):
-            decision.set_input(source, parameter.get_node(), None)
-        for (_, source), parameter in zip(continue_branch.inputs, continue_branch.parameters):
-            decision.set_input(source, None, parameter.get_node())
-        logits, exit_layer = (
-            decision.set_output(then_result, else_result)
-            for then_result, else_result in zip(exit_branch.model.get_results(), continue_branch.model.get_results())
-        )
-        return logits, exit_layer
+        return _if(leaves.output(0), exit_branch, continue_branch)
 
     def _normalised_entropy(self, logits, temperature: float):
         """`calibration.normalised_entropies` in graph ops: H(softmax(logits / T)) / log(num_labels), one per row."""
@@ -115,6 +104,19 @@ class _Body:
         self.model = openvino.Model(
             [ops.result(logits), ops.result(exit_layer)], [parameter.get_node() for parameter in self.parameters]
         )
+
+
+def _if(condition, then_branch: "_Body", else_branch: "_Body"):
+    """An `If` on `condition` between two finished `_Body`s with the same results; returns its outputs."""
+    decision = ops.if_op(condition)
+    decision.set_then_body(then_branch.model)
+    decision.set_else_body(else_branch.model)
+    for (_, source), parameter in zip(then_branch.inputs, then_branch.parameters):
+        decision.set_input(source, parameter.get_node(), None)
+    for (_, source), parameter in zip(else_branch.inputs, else_branch.parameters):
+        decision.set_input(source, None, parameter.get_node())
+    return tuple(decision.set_output(then_result, else_result)
+                 for then_result, else_result in zip(then_branch.model.get_results(), else_branch.model.get_results()))
 
 
 def _results_by_name(model: openvino.Model) -> dict:
