@@ -137,7 +137,7 @@ class CalibrateExitsCommand(PluginCommand):
         legacy = args.target_accuracy is not None or args.confidence is not None
         texts, labels = self._texts(args.split, needs_labels=legacy or args.criterion == "accuracy")
         test_texts, test_labels = self._texts(args.test_split, needs_labels=False) if args.test_split else (None, None)
-        fit_texts = None if legacy else self._fit_texts()
+        fit_split, fit_texts = (None, None) if legacy else self._fit_texts()
         ov_config = None if args.inference_precision is None else {"INFERENCE_PRECISION_HINT": args.inference_precision}
         model = OVEarlyExitModelForSequenceClassification.from_pretrained(args.model, ov_config=ov_config)
         tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -154,7 +154,7 @@ class CalibrateExitsCommand(PluginCommand):
                 fit_logits = collect_layer_logits(model, tokenizer, fit_texts, args.batch_size, args.max_length)
             certification = certify_exits(layer_logits, labels, args.epsilon, args.delta, args.criterion,
                                           args.fit_share or DEFAULT_FIT_SHARE, fit_logits=fit_logits)
-            certification["fit_split"] = args.fit_split if fit_texts is not None else args.split
+            certification["fit_split"] = fit_split or args.split
             sweep, temperatures = certification.pop("sweep"), certification["temperatures"]
             chosen = certification["chosen"]
         precision_record = {
@@ -167,7 +167,7 @@ class CalibrateExitsCommand(PluginCommand):
         print(f"Calibrated on {len(texts)} texts of {args.split!r} at inference precision {precision} on {device}; "
               "the threshold applies at that precision.")
         if certification is not None:
-            where = (f"{certification['fit_rows']} texts of {args.fit_split!r}" if fit_texts is not None
+            where = (f"{certification['fit_rows']} texts of {fit_split!r}" if fit_texts is not None
                      else f"{certification['fit_rows']} of them")
             certified_on = (f"all {sweep['num_examples']}" if fit_texts is not None
                             else f"the other {sweep['num_examples']}")
@@ -222,8 +222,8 @@ class CalibrateExitsCommand(PluginCommand):
         return texts, labels
 
     def _fit_texts(self):
-        """Up to `FIT_TEXTS` texts of --fit-split (a seeded sample) to fit the temperatures on, or None when the
-        calibration texts are to be split instead (--fit-share, or --dataset has no --fit-split)."""
+        """`(split, up to FIT_TEXTS of its texts, a seeded sample)` to fit the temperatures on, or `(None, None)` when
+        the calibration texts are to be split instead (--fit-share, or --dataset has no --fit-split)."""
         import random
 
         from ..early_exit.data import has_split
@@ -233,12 +233,12 @@ class CalibrateExitsCommand(PluginCommand):
             if args.fit_split is not None:
                 raise ValueError("--fit-split and --fit-share are two ways to pick the texts that fit the temperatures: "
                                  "pass one of them.")
-            return None
+            return None, None
         fit_split = args.fit_split or DEFAULT_FIT_SPLIT
         if args.fit_split is None and fit_split in (args.split, args.test_split):
             print(f"--split or --test-split is {fit_split!r}: {DEFAULT_FIT_SHARE} of the calibration texts fit the "
                   "exits' temperatures and the others certify.")
-            return None
+            return None, None
         if fit_split in (args.split, args.test_split):
             which = "--split" if fit_split == args.split else "--test-split"
             raise ValueError(f"--fit-split {fit_split!r} is also {which}: the temperatures must be fitted on other "
@@ -250,10 +250,9 @@ class CalibrateExitsCommand(PluginCommand):
                                  "pass --fit-share to split the calibration texts.")
             print(f"{args.dataset} has no {fit_split!r} split: {DEFAULT_FIT_SHARE} of the calibration texts fit "
                   "the exits' temperatures and the others certify.")
-            return None
-        args.fit_split = fit_split
-        texts, _ = self._texts(args.fit_split, needs_labels=False)
-        return random.Random(0).sample(texts, FIT_TEXTS) if len(texts) > FIT_TEXTS else texts
+            return None, None
+        texts, _ = self._texts(fit_split, needs_labels=False)
+        return fit_split, random.Random(0).sample(texts, FIT_TEXTS) if len(texts) > FIT_TEXTS else texts
 
     def _layer_logits(self, model, tokenizer, texts, labels):
         """`(layer_logits, label ids or None)`: every layer's exit logits of `texts`, [layers, texts, labels]."""
